@@ -1,0 +1,2 @@
+// Package scheduler is an embeddable, distributed task scheduler.
+package scheduler
