@@ -291,7 +291,7 @@ type delivery struct {
 	msg         scheduler.Message
 	redelivered bool
 	raw         amqp.Delivery // for the dead-letter copy
-	state       atomic.Int32 // 0 unsettled, 1 settling or settled
+	state       atomic.Int32  // 0 unsettled, 1 settling or settled
 }
 
 func (d *delivery) Message() scheduler.Message { return d.msg }

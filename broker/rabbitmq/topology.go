@@ -80,8 +80,8 @@ func delaySeconds(d time.Duration) (secs int64, capped bool) {
 
 func (b *Broker) workArgs() amqp.Table {
 	return amqp.Table{
-		amqp.QueueTypeArg:  amqp.QueueTypeClassic,
-		"x-max-priority": b.opts.maxPriority,
+		amqp.QueueTypeArg: amqp.QueueTypeClassic,
+		"x-max-priority":  b.opts.maxPriority,
 	}
 }
 
@@ -131,9 +131,9 @@ func (b *Broker) declareCascade(ch *amqp.Channel) error {
 			return fmt.Errorf("declare exchange %s: %w", n.delay(k), err)
 		}
 		args := amqp.Table{
-			amqp.QueueTypeArg:       amqp.QueueTypeClassic,
-			"x-queue-mode":          "lazy",
-			amqp.QueueMessageTTLArg: int64(1<<k) * 1000,
+			amqp.QueueTypeArg:        amqp.QueueTypeClassic,
+			"x-queue-mode":           "lazy",
+			amqp.QueueMessageTTLArg:  int64(1<<k) * 1000,
 			"x-dead-letter-exchange": n.next(k),
 		}
 		if _, err := ch.QueueDeclare(n.wait(k), true, false, false, false, args); err != nil {
