@@ -85,6 +85,7 @@ type consumer struct {
 	cancel   context.CancelFunc
 	log      *zap.Logger
 	tagSeq   atomic.Uint64
+	current  atomic.Pointer[amqp.Channel] // the channel consuming now
 }
 
 func (c *consumer) Deliveries() <-chan scheduler.Delivery { return c.out }
@@ -143,6 +144,7 @@ func (c *consumer) run(ch *amqp.Channel, dels <-chan amqp.Delivery) {
 	defer close(c.done)
 	defer close(c.out)
 	for {
+		c.current.Store(ch)
 		closeErrs := ch.NotifyClose(make(chan *amqp.Error, 1))
 		lostErr := c.forward(ch, dels)
 		if c.closed.Load() || c.b.isClosed() {
@@ -218,6 +220,11 @@ func (c *consumer) forward(ch *amqp.Channel, dels <-chan amqp.Delivery) error {
 				return errors.New("delivery stream ended")
 			}
 			ad = d
+		}
+		if ch.IsClosed() {
+			// Prefetched from a channel that has died: it could not be
+			// settled, and RabbitMQ delivers it again.
+			continue
 		}
 		m, err := decode(&ad, c.queue)
 		if err != nil {
