@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dtsched/scheduler"
@@ -263,4 +264,30 @@ func TestServerClosesConsumerChannel(t *testing.T) {
 	require.NoError(t, d.Ack(ctx))
 	require.Equal(t, uint64(1), b.Reconnects())
 	require.NoError(t, sc.Close())
+}
+
+// TestQueueDeletedWhileConsuming: RabbitMQ cancels the consumer of a
+// deleted queue; the consumer declares the queue again and goes on.
+func TestQueueDeletedWhileConsuming(t *testing.T) {
+	t.Parallel()
+	b := newTestBroker(t, amqpURL(t))
+	ctx := ctxT(t, 30*time.Second)
+	c, err := b.Consume(ctx, "work", 1)
+	require.NoError(t, err)
+	conn, err := amqp.Dial(amqpURL(t))
+	require.NoError(t, err)
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	_, err = ch.QueueDelete(b.names.work("work"), false, false, false)
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
+	waitFor(t, 10*time.Second, "the consumer to subscribe again", func() bool { return b.Reconnects() >= 1 })
+	// The queue is back: publishing routes again.
+	waitFor(t, 10*time.Second, "a publish to succeed", func() bool {
+		return b.Publish(ctx, scheduler.Message{TaskID: "again", Queue: "work"}) == nil
+	})
+	d := recv(t, c, 10*time.Second)
+	require.Equal(t, "again", d.Message().TaskID)
+	require.NoError(t, d.Ack(ctx))
+	require.NoError(t, c.Close())
 }
