@@ -225,6 +225,7 @@ func (b *Broker) supervise(s *session) {
 		select {
 		case <-s.done:
 		case <-b.closing:
+			_ = s.conn.Close() // Close may have missed a session set meanwhile
 			<-s.done
 			return
 		}

@@ -291,3 +291,34 @@ func TestQueueDeletedWhileConsuming(t *testing.T) {
 	require.NoError(t, d.Ack(ctx))
 	require.NoError(t, c.Close())
 }
+
+// TestSilentNetworkCut drops all traffic without closing the sockets: the
+// heartbeat notices, the broker reconnects, publishing and consuming go on.
+func TestSilentNetworkCut(t *testing.T) {
+	t.Parallel()
+	px, purl := newProxy(t, amqpURL(t))
+	b := newTestBroker(t, purl, WithHeartbeat(time.Second))
+	ctx := ctxT(t, 60*time.Second)
+	c, err := b.Consume(ctx, "work", 2)
+	require.NoError(t, err)
+	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "before", Queue: "work"}))
+	require.Equal(t, "before", recv(t, c, 10*time.Second).Message().TaskID) // left unsettled
+	require.Positive(t, px.blackhole())
+	start := time.Now()
+	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "after", Queue: "work"}))
+	require.GreaterOrEqual(t, b.Reconnects(), uint64(1), "the publish waited for a new connection")
+	t.Logf("publish across the cut took %s", time.Since(start).Round(time.Millisecond))
+	got := map[string]bool{}
+	for len(got) < 2 {
+		d := recv(t, c, 20*time.Second)
+		if d.Message().TaskID == "before" {
+			require.True(t, d.Redelivered())
+		}
+		if err := d.Ack(ctx); err != nil {
+			require.ErrorIs(t, err, ErrDeliveryLost)
+			continue
+		}
+		got[d.Message().TaskID] = true
+	}
+	require.NoError(t, c.Close())
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -118,6 +117,7 @@ type proxy struct {
 
 	mu    sync.Mutex
 	conns []net.Conn
+	holes map[net.Conn]bool
 	wg    sync.WaitGroup
 }
 
@@ -161,9 +161,40 @@ func (p *proxy) accept() {
 
 func (p *proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
-	_ = dst.Close()
-	_ = src.Close()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.isBlackholed(src) {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *proxy) isBlackholed(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.holes[c]
+}
+
+// blackhole silently drops everything on the current connections from now
+// on, without closing them: a network cut that only heartbeats notice.
+func (p *proxy) blackhole() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.holes == nil {
+		p.holes = map[net.Conn]bool{}
+	}
+	for _, c := range p.conns {
+		p.holes[c] = true
+	}
+	return len(p.conns) / 2
 }
 
 // cut closes every proxied connection; new ones are accepted.
