@@ -146,7 +146,9 @@ func (c *consumer) run(ch *amqp.Channel, dels <-chan amqp.Delivery) {
 	for {
 		c.current.Store(ch)
 		closeErrs := ch.NotifyClose(make(chan *amqp.Error, 1))
-		lostErr := c.forward(ch, dels)
+		gone := make(chan struct{})
+		lostErr := c.forward(ch, dels, gone)
+		close(gone)
 		if c.closed.Load() || c.b.isClosed() {
 			_ = ch.Close() // requeues every unsettled delivery
 			return
@@ -207,7 +209,7 @@ func (c *consumer) sleep(attempt int) bool {
 
 // forward hands deliveries out until the channel's delivery stream ends or
 // the consumer is stopped.
-func (c *consumer) forward(ch *amqp.Channel, dels <-chan amqp.Delivery) error {
+func (c *consumer) forward(ch *amqp.Channel, dels <-chan amqp.Delivery, gone <-chan struct{}) error {
 	for {
 		var ad amqp.Delivery
 		select {
@@ -235,7 +237,7 @@ func (c *consumer) forward(ch *amqp.Channel, dels <-chan amqp.Delivery) error {
 			c.redelay(ch, &ad, m, nb)
 			continue
 		}
-		d := &delivery{c: c, ch: ch, tag: ad.DeliveryTag, msg: m, redelivered: ad.Redelivered, raw: ad}
+		d := &delivery{c: c, ch: ch, gone: gone, tag: ad.DeliveryTag, msg: m, redelivered: ad.Redelivered, raw: ad}
 		select {
 		case c.out <- d:
 		case <-c.stop:
@@ -294,6 +296,7 @@ func (c *consumer) redelay(ch *amqp.Channel, ad *amqp.Delivery, m scheduler.Mess
 type delivery struct {
 	c           *consumer
 	ch          *amqp.Channel
+	gone        <-chan struct{} // closed when ch stops consuming
 	tag         uint64
 	msg         scheduler.Message
 	redelivered bool
@@ -365,7 +368,21 @@ func (d *delivery) DeadLetter(ctx context.Context, reason string) error {
 	if err := d.begin(ctx, "dead-letter"); err != nil {
 		return err
 	}
+	// Give up on the copy as soon as the channel is gone: the original
+	// could not be acked any more and comes back anyway.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-d.gone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := d.c.b.deadLetter(ctx, d.c.queue, &d.raw, reason); err != nil {
+		if uerr := d.usable("dead-letter"); uerr != nil {
+			return fmt.Errorf("%w: %w", uerr, err)
+		}
 		d.state.Store(0)
 		return err
 	}
