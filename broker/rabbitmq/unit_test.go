@@ -131,7 +131,35 @@ func TestDecodeIsStrict(t *testing.T) {
 	_, err = decode(&d, "q.1")
 	require.NoError(t, err, "headers RabbitMQ adds are fine")
 
+	// Other spellings of the same body go through the JSON decoder.
+	for _, body := range []string{
+		` {"queue":"q.1", "attempt":3,"task_id":"abc-1"} `,
+		`{"task_id":"abc\u002d1","attempt":3,"queue":"q.1"}`,
+		`{"task_id":"abc-1","attempt":3e0,"queue":"q.1"}`,
+	} {
+		d := good()
+		d.Body = []byte(body)
+		m, err := decode(&d, "q.1")
+		if body == `{"task_id":"abc-1","attempt":3e0,"queue":"q.1"}` {
+			require.Error(t, err, "3e0 is not an int")
+			continue
+		}
+		require.NoError(t, err, body)
+		require.Equal(t, scheduler.Message{TaskID: "abc-1", Attempt: 3, Queue: "q.1", Priority: 9}, m, body)
+	}
+	id, attempt, q, ok := parseCanonical(encodeBody(scheduler.Message{TaskID: "x_Y-9", Attempt: 123456789, Queue: "a.b"}))
+	require.True(t, ok)
+	require.Equal(t, []any{"x_Y-9", 123456789, "a.b"}, []any{id, attempt, q})
+
 	for name, mut := range map[string]func(*amqp.Delivery){
+		"leading zero": func(d *amqp.Delivery) { d.Body = []byte(`{"task_id":"a","attempt":01,"queue":"q.1"}`) },
+		"huge attempt": func(d *amqp.Delivery) {
+			d.Body = []byte(`{"task_id":"a","attempt":99999999999999999999,"queue":"q.1"}`)
+		},
+		"escaped slash":  func(d *amqp.Delivery) { d.Body = []byte(`{"task_id":"a\/b","attempt":1,"queue":"q.1"}`) },
+		"duplicate key":  func(d *amqp.Delivery) { d.Body = []byte(`{"task_id":"a","attempt":1,"queue":"q.1","queue":"q.2"}`) },
+		"null id":        func(d *amqp.Delivery) { d.Body = []byte(`{"task_id":null,"attempt":1,"queue":"q.1"}`) },
+		"extra suffix":   func(d *amqp.Delivery) { d.Body = []byte(`{"task_id":"a","attempt":1,"queue":"q.1"}x`) },
 		"content type":   func(d *amqp.Delivery) { d.ContentType = "text/plain" },
 		"type":           func(d *amqp.Delivery) { d.Type = "other" },
 		"not json":       func(d *amqp.Delivery) { d.Body = []byte("garbage") },
@@ -151,4 +179,24 @@ func TestDecodeIsStrict(t *testing.T) {
 		_, err := decode(&d, "q.1")
 		require.Error(t, err, name)
 	}
+}
+
+// FuzzDecode: decoding never panics, and whatever it accepts is a valid
+// message that survives a round trip through the wire form.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"task_id":"abc","attempt":1,"queue":"q"}`), uint8(3))
+	f.Add([]byte(`{"queue":"q","attempt":0,"task_id":"a"}`), uint8(0))
+	f.Add([]byte(`garbage`), uint8(200))
+	f.Fuzz(func(t *testing.T, body []byte, prio uint8) {
+		d := amqp.Delivery{ContentType: contentType, Type: messageType, Priority: prio, Body: body}
+		m, err := decode(&d, "q")
+		if err != nil {
+			return
+		}
+		require.NoError(t, validateMessage(m))
+		d2 := amqp.Delivery{ContentType: contentType, Type: messageType, Priority: prio, Body: encodeBody(m)}
+		m2, err := decode(&d2, "q")
+		require.NoError(t, err)
+		require.Equal(t, m, m2)
+	})
 }

@@ -88,6 +88,15 @@ func decode(d *amqp.Delivery, queue string) (scheduler.Message, error) {
 	if d.Type != messageType {
 		return m, fmt.Errorf("message type %q, want %q", d.Type, messageType)
 	}
+	if id, attempt, q, ok := parseCanonical(d.Body); ok {
+		if err := scheduler.ValidateID(id); err != nil {
+			return m, fmt.Errorf("body: %w", err)
+		}
+		if q != queue {
+			return m, fmt.Errorf("body: queue %q, consumed from %q", q, queue)
+		}
+		return finishDecode(d, id, attempt, queue)
+	}
 	dec := json.NewDecoder(bytes.NewReader(d.Body))
 	dec.DisallowUnknownFields()
 	var w wireBody
@@ -114,6 +123,13 @@ func decode(d *amqp.Delivery, queue string) (scheduler.Message, error) {
 	if *w.Queue != queue {
 		return m, fmt.Errorf("body: queue %q, consumed from %q", *w.Queue, queue)
 	}
+	return finishDecode(d, *w.TaskID, *w.Attempt, queue)
+}
+
+// finishDecode checks the properties and headers of a delivery whose body
+// decoded.
+func finishDecode(d *amqp.Delivery, id string, attempt int, queue string) (scheduler.Message, error) {
+	var m scheduler.Message
 	if p := scheduler.Priority(d.Priority); p > scheduler.PriorityMax {
 		return m, fmt.Errorf("priority %d above %d", p, scheduler.PriorityMax)
 	}
@@ -122,8 +138,47 @@ func decode(d *amqp.Delivery, queue string) (scheduler.Message, error) {
 			return m, fmt.Errorf("header %s: %T, want int64", headerNotBefore, v)
 		}
 	}
-	m = scheduler.Message{TaskID: *w.TaskID, Attempt: *w.Attempt, Queue: queue, Priority: scheduler.Priority(d.Priority)}
+	m = scheduler.Message{TaskID: id, Attempt: attempt, Queue: queue, Priority: scheduler.Priority(d.Priority)}
 	return m, nil
+}
+
+// parseCanonical reads a body in exactly the form encodeBody writes,
+// without allocating beyond the two strings; ok is false for anything else
+// (which the strict JSON decoder then judges). The strings it returns hold
+// no quote or backslash, and the attempt has no sign, leading zero or
+// overflow.
+func parseCanonical(b []byte) (id string, attempt int, queue string, ok bool) {
+	const p1, p2, p3, p4 = `{"task_id":"`, `","attempt":`, `,"queue":"`, `"}`
+	rest, ok := bytes.CutPrefix(b, []byte(p1))
+	if !ok {
+		return "", 0, "", false
+	}
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return "", 0, "", false
+	}
+	idb := rest[:i]
+	if rest, ok = bytes.CutPrefix(rest[i:], []byte(p2)); !ok {
+		return "", 0, "", false
+	}
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	if n == 0 || n > 9 || (n > 1 && rest[0] == '0') {
+		return "", 0, "", false
+	}
+	for _, c := range rest[:n] {
+		attempt = attempt*10 + int(c-'0')
+	}
+	if rest, ok = bytes.CutPrefix(rest[n:], []byte(p3)); !ok {
+		return "", 0, "", false
+	}
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 || bytes.IndexByte(rest[:j], '\\') >= 0 || string(rest[j:]) != p4 {
+		return "", 0, "", false
+	}
+	return string(idb), attempt, string(rest[:j]), true
 }
 
 // notBefore returns the not-before time a delivery carries, if any.
