@@ -363,6 +363,18 @@ func (b *Broker) newSession(conn *amqp.Connection, url string) *session {
 	s := &session{b: b, conn: conn, url: url, done: make(chan struct{}),
 		pubs: make([]*pubChannel, b.opts.publishChannels)}
 	closes := conn.NotifyClose(make(chan *amqp.Error, 1))
+	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for bl := range blocks {
+			if bl.Active {
+				b.log.Warn("RabbitMQ blocks publishing (resource alarm)", zap.String("reason", bl.Reason))
+			} else {
+				b.log.Info("RabbitMQ unblocked publishing")
+			}
+		}
+	}()
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()

@@ -431,15 +431,9 @@ func (b *Broker) deadLetter(ctx context.Context, queue string, ad *amqp.Delivery
 // publishOutgoing publishes one prepared message with confirms, sending it
 // again after a lost channel like Publish.
 func (b *Broker) publishOutgoing(ctx context.Context, o outgoing) error {
-	outs := []outgoing{o}
-	errs := make([]error, 1)
-	for attempt := 1; ; attempt++ {
-		if err := b.publishRound(ctx, outs, []int{0}, errs); err != nil {
-			return err
-		}
-		var r *errRetry
-		if errs[0] == nil || !errors.As(errs[0], &r) || attempt >= maxPublishAttempts {
-			return errs[0]
-		}
+	errs, err := b.publishAll(ctx, []outgoing{o})
+	if err != nil {
+		return err
 	}
+	return errs[0]
 }

@@ -48,8 +48,14 @@ func optionErr(option, format string, args ...any) error {
 }
 
 // errRetry marks a publish that did not get a confirm because its channel or
-// connection went away; it is sent again on the next channel.
-type errRetry struct{ cause error }
+// connection went away; it is sent again on the next channel. connLost
+// tells a lost connection (sent again after the reconnection, as often as
+// needed within the caller's context) from a channel the server closed on a
+// live connection (sent again a few times only).
+type errRetry struct {
+	cause    error
+	connLost bool
+}
 
 func (e *errRetry) Error() string { return "rabbitmq: publish not confirmed: " + e.cause.Error() }
 func (e *errRetry) Unwrap() error { return e.cause }

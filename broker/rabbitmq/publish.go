@@ -13,9 +13,12 @@ import (
 	"github.com/dtsched/scheduler"
 )
 
-// maxPublishAttempts bounds how often one message is sent again after its
-// channel died before the confirm arrived.
-const maxPublishAttempts = 5
+// Bounds on sending a message again: after a channel the server closed on
+// a live connection, and after lost connections.
+const (
+	maxChannelResends = 4
+	maxConnResends    = 50
+)
 
 // Publish durably enqueues msgs: each is declared (first use of its queue),
 // published persistent and mandatory on one of the shared confirm-mode
@@ -23,13 +26,13 @@ const maxPublishAttempts = 5
 // arrived with no basic.return. Messages are pipelined: many may await
 // their confirm at once.
 //
-// A message whose channel or connection dies before its confirm is sent
-// again on the next channel (waiting for the reconnection within ctx), so a
-// message may be enqueued twice; consumers tolerate that. On error some
-// messages may have been enqueued: Publish reports the first failure and
-// how many failed. An unroutable message fails with ErrUnroutable, a
-// negative confirm with ErrNacked, an invalid message with
-// scheduler.ErrInvalidTask before anything is sent.
+// A message whose connection dies before its confirm is sent again once the
+// broker has reconnected (Publish waits for that within ctx), so a message
+// may be enqueued twice; consumers tolerate that. On error some messages may
+// have been enqueued: Publish reports the first failure and how many
+// failed. An unroutable message fails with ErrUnroutable, a negative
+// confirm with ErrNacked, an invalid message with scheduler.ErrInvalidTask
+// before anything is sent, a closed broker with scheduler.ErrClosed.
 func (b *Broker) Publish(ctx context.Context, msgs ...scheduler.Message) error {
 	if b.isClosed() {
 		return fmt.Errorf("rabbitmq: publish: %w", scheduler.ErrClosed)
@@ -44,24 +47,12 @@ func (b *Broker) Publish(ctx context.Context, msgs ...scheduler.Message) error {
 	}
 	now := time.Now()
 	outs := make([]outgoing, len(msgs))
-	todo := make([]int, len(msgs))
 	for i := range msgs {
 		outs[i] = b.encode(msgs[i], now)
-		todo[i] = i
 	}
-	errs := make([]error, len(msgs))
-	for attempt := 1; len(todo) > 0; attempt++ {
-		if err := b.publishRound(ctx, outs, todo, errs); err != nil {
-			return err
-		}
-		next := todo[:0]
-		for _, i := range todo {
-			var r *errRetry
-			if errors.As(errs[i], &r) && attempt < maxPublishAttempts {
-				next = append(next, i)
-			}
-		}
-		todo = next
+	errs, err := b.publishAll(ctx, outs)
+	if err != nil {
+		return err
 	}
 	var first error
 	failed := 0
@@ -73,17 +64,51 @@ func (b *Broker) Publish(ctx context.Context, msgs ...scheduler.Message) error {
 			failed++
 		}
 	}
-	if first == nil {
+	switch {
+	case first == nil:
 		return nil
-	}
-	var r *errRetry
-	if errors.As(first, &r) && b.isClosed() {
-		first = fmt.Errorf("%w: %w", scheduler.ErrClosed, first)
-	}
-	if failed == 1 {
+	case failed == 1:
 		return fmt.Errorf("rabbitmq: publish: %w", first)
 	}
 	return fmt.Errorf("rabbitmq: publish: %d of %d messages failed, first: %w", failed, len(msgs), first)
+}
+
+// publishAll publishes outs and sends again what lost channels left
+// unconfirmed. It returns the outcome of each message, or an error when ctx
+// ends or the broker closes first.
+func (b *Broker) publishAll(ctx context.Context, outs []outgoing) ([]error, error) {
+	errs := make([]error, len(outs))
+	chanTries := make([]int, len(outs))
+	connTries := make([]int, len(outs))
+	todo := make([]int, len(outs))
+	for i := range todo {
+		todo[i] = i
+	}
+	for len(todo) > 0 {
+		if err := b.publishRound(ctx, outs, todo, errs); err != nil {
+			return nil, err
+		}
+		next := todo[:0]
+		for _, i := range todo {
+			var r *errRetry
+			if !errors.As(errs[i], &r) {
+				continue
+			}
+			if r.connLost {
+				connTries[i]++
+				if connTries[i] <= maxConnResends {
+					next = append(next, i)
+				}
+			} else {
+				chanTries[i]++
+				if chanTries[i] <= maxChannelResends {
+					next = append(next, i)
+				}
+			}
+		}
+		todo = next
+	}
+	return errs, nil
 }
 
 // publishRound sends outs[todo] and waits for their confirms, recording each
@@ -131,14 +156,14 @@ func (b *Broker) publishOne(ctx context.Context, o *outgoing, done func(error)) 
 	if err != nil {
 		return b.retryIfLost(s, "open publishing channel", err)
 	}
-	return pc.send(ctx, o, b.nextID(), done)
+	return pc.send(ctx, s, o, b.nextID(), done)
 }
 
 // retryIfLost marks err retryable when the connection is gone (the next
 // round waits for a new one).
 func (b *Broker) retryIfLost(s *session, op string, err error) error {
 	if !s.alive() || errors.Is(err, amqp.ErrClosed) {
-		return &errRetry{cause: fmt.Errorf("%s: %w", op, err)}
+		return &errRetry{cause: fmt.Errorf("%s: %w", op, err), connLost: true}
 	}
 	return b.mapErr(op, err)
 }
@@ -187,7 +212,7 @@ type pubChannel struct {
 	slots chan struct{} // confirm window
 	dead  chan struct{} // closed when the channel is gone
 
-	sendMu sync.Mutex // keeps delivery tags in publish order
+	sendLock chan struct{} // held while publishing: keeps delivery tags in publish order
 
 	mu      sync.Mutex
 	gone    bool
@@ -223,11 +248,12 @@ func (s *session) pub(i int) (*pubChannel, error) {
 	}
 	window := s.b.opts.confirmWindow
 	pc := &pubChannel{
-		ch:      ch,
-		slots:   make(chan struct{}, window),
-		dead:    make(chan struct{}),
-		pending: make(map[uint64]*pubRecord, window),
-		byID:    make(map[string]*pubRecord, window),
+		ch:       ch,
+		sendLock: make(chan struct{}, 1),
+		slots:    make(chan struct{}, window),
+		dead:     make(chan struct{}),
+		pending:  make(map[uint64]*pubRecord, window),
+		byID:     make(map[string]*pubRecord, window),
 	}
 	returns := ch.NotifyReturn(make(chan amqp.Return))
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, window+1))
@@ -242,11 +268,11 @@ func (s *session) pub(i int) (*pubChannel, error) {
 
 // send publishes o; done gets the outcome. It waits for room in the confirm
 // window.
-func (pc *pubChannel) send(ctx context.Context, o *outgoing, id string, done func(error)) error {
+func (pc *pubChannel) send(ctx context.Context, s *session, o *outgoing, id string, done func(error)) error {
 	select {
 	case pc.slots <- struct{}{}:
 	case <-pc.dead:
-		return &errRetry{cause: errChannelGone}
+		return &errRetry{cause: errChannelGone, connLost: !s.alive()}
 	case <-ctx.Done():
 		return fmt.Errorf("rabbitmq: publish: %w", ctx.Err())
 	}
@@ -255,12 +281,22 @@ func (pc *pubChannel) send(ctx context.Context, o *outgoing, id string, done fun
 	pub.MessageId = id
 	pub.Timestamp = time.Now()
 
-	pc.sendMu.Lock()
-	defer pc.sendMu.Unlock()
+	// A publish blocks while RabbitMQ blocks the connection (a resource
+	// alarm); the others wait here, within their ctx.
+	select {
+	case pc.sendLock <- struct{}{}:
+	case <-pc.dead:
+		<-pc.slots
+		return &errRetry{cause: errChannelGone, connLost: !s.alive()}
+	case <-ctx.Done():
+		<-pc.slots
+		return fmt.Errorf("rabbitmq: publish: %w", ctx.Err())
+	}
+	defer func() { <-pc.sendLock }()
 	pc.mu.Lock()
 	if pc.gone {
 		pc.mu.Unlock()
-		return &errRetry{cause: errChannelGone}
+		return &errRetry{cause: errChannelGone, connLost: !s.alive()}
 	}
 	pc.next++
 	tag := pc.next
@@ -281,7 +317,7 @@ func (pc *pubChannel) send(ctx context.Context, o *outgoing, id string, done fun
 		case <-pc.slots:
 		default:
 		}
-		return &errRetry{cause: err}
+		return &errRetry{cause: err, connLost: !s.alive()}
 	}
 	return nil
 }
@@ -335,7 +371,8 @@ func (pc *pubChannel) pump(s *session, returns <-chan amqp.Return, confirms <-ch
 	pc.pending, pc.byID = nil, nil
 	pc.mu.Unlock()
 	close(pc.dead)
+	connLost := !s.alive()
 	for _, rec := range lost {
-		rec.done(&errRetry{cause: errChannelGone})
+		rec.done(&errRetry{cause: errChannelGone, connLost: connLost})
 	}
 }
