@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -321,4 +322,35 @@ func TestSilentNetworkCut(t *testing.T) {
 		got[d.Message().TaskID] = true
 	}
 	require.NoError(t, c.Close())
+}
+
+// TestServerUnreachable: while no connection can be made, calls end with
+// their ctx, consumers wait, and Close returns at once.
+func TestServerUnreachable(t *testing.T) {
+	t.Parallel()
+	px, purl := newProxy(t, amqpURL(t))
+	b, err := New(ctxT(t, 10*time.Second), []string{purl},
+		WithPrefix(uniquePrefix(t)), WithReconnectBackoff(10*time.Millisecond, 50*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(func() { deleteTopology(t, b) })
+	c, err := b.Consume(ctxT(t, 10*time.Second), "work", 1)
+	require.NoError(t, err)
+	px.close() // refuse new connections and cut the current one
+
+	short := func() context.Context { return ctxT(t, 300*time.Millisecond) }
+	waitFor(t, 10*time.Second, "the connection loss to be noticed", func() bool {
+		return errors.Is(b.Ping(short()), context.DeadlineExceeded)
+	})
+	require.ErrorIs(t, b.Publish(short(), scheduler.Message{TaskID: "t", Queue: "work"}), context.DeadlineExceeded)
+	_, err = b.Depth(short(), "work")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	_, err = b.Consume(short(), "work", 1)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Zero(t, b.Reconnects())
+
+	start := time.Now()
+	require.NoError(t, b.Close())
+	require.Less(t, time.Since(start), 5*time.Second)
+	_, ok := <-c.Deliveries()
+	require.False(t, ok)
 }
