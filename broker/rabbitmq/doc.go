@@ -76,6 +76,13 @@
 // publishes it again for the time left instead of handing it out. Depth does
 // not count delayed messages.
 //
+// Two limits come with dead-lettering. RabbitMQ moves an expired message
+// from a classic queue to the next one without publisher confirms (at most
+// once): a node that crashes at that moment, or a next queue that is
+// unavailable in a cluster, can lose a delayed message. And a delayed
+// message whose work queue was deleted while it waited is dropped at the
+// end of the cascade (Publish declared the queue and could not know).
+//
 // # Publishing
 //
 // Publish declares what it needs, then publishes every message on one of
