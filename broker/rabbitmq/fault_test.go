@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -353,4 +354,28 @@ func TestServerUnreachable(t *testing.T) {
 	require.Less(t, time.Since(start), 5*time.Second)
 	_, ok := <-c.Deliveries()
 	require.False(t, ok)
+}
+
+// TestSeveralURLs: New and every reconnection try the URLs in turn, so a
+// dead node in the list is passed over.
+func TestSeveralURLs(t *testing.T) {
+	t.Parallel()
+	px, purl := newProxy(t, amqpURL(t))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadPort := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close()) // nothing listens there any more
+	dead := fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", deadPort)
+
+	b := newTestBrokerURLs(t, []string{dead, purl})
+	ctx := ctxT(t, 30*time.Second)
+	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "one", Queue: "work"}))
+	for range 2 { // the next URL after the proxy is the dead one, then the proxy again
+		require.Positive(t, px.cut())
+		require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "two", Queue: "work"}))
+	}
+	require.GreaterOrEqual(t, b.Reconnects(), uint64(2))
+	n, err := b.Depth(ctx, "work")
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, n, 3)
 }

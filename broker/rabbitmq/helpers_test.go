@@ -53,12 +53,18 @@ func uniquePrefix(t testing.TB) string {
 // name) to url, closes it and deletes its topology when t ends.
 func newTestBroker(t testing.TB, url string, opts ...Option) *Broker {
 	t.Helper()
+	return newTestBrokerURLs(t, []string{url}, opts...)
+}
+
+// newTestBrokerURLs is newTestBroker with several URLs.
+func newTestBrokerURLs(t testing.TB, urls []string, opts ...Option) *Broker {
+	t.Helper()
 	prefix := uniquePrefix(t)
 	opts = append([]Option{WithPrefix(prefix), WithConnectionName(prefix),
 		WithReconnectBackoff(20*time.Millisecond, 500*time.Millisecond)}, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := New(ctx, []string{url}, opts...)
+	b, err := New(ctx, urls, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = b.Close()
