@@ -99,9 +99,11 @@ func New(ctx context.Context, urls []string, opts ...Option) (*Broker, error) {
 	return b, nil
 }
 
-// Reconnects returns how many times the broker re-established its
-// connection, or reopened a consuming channel the server closed (for
-// example on consumer_timeout), since New.
+// Reconnects returns how many times since New the broker re-established its
+// lost connection, or subscribed a consumer again after the server closed
+// or canceled its channel on a live connection (consumer_timeout, a deleted
+// queue). Consumers resuming after a lost connection are part of that one
+// reconnection.
 func (b *Broker) Reconnects() uint64 { return b.reconnects.Load() }
 
 func (b *Broker) isClosed() bool {

@@ -67,7 +67,7 @@ func (b *Broker) Consume(ctx context.Context, queue string, prefetch int) (sched
 		b.consumers[c] = struct{}{}
 		b.wg.Add(1)
 		b.mu.Unlock()
-		go c.run(ch, dels)
+		go c.run(s, ch, dels)
 		return c, nil
 	}
 }
@@ -139,7 +139,7 @@ func (c *consumer) subscribe(s *session) (*amqp.Channel, <-chan amqp.Delivery, e
 
 // run forwards deliveries and subscribes again whenever the channel is lost,
 // until Close or the broker's Close.
-func (c *consumer) run(ch *amqp.Channel, dels <-chan amqp.Delivery) {
+func (c *consumer) run(s *session, ch *amqp.Channel, dels <-chan amqp.Delivery) {
 	defer c.b.wg.Done()
 	defer close(c.done)
 	defer close(c.out)
@@ -162,32 +162,37 @@ func (c *consumer) run(ch *amqp.Channel, dels <-chan amqp.Delivery) {
 		default:
 		}
 		_ = ch.Close()
-		c.log.Warn("consumer channel lost; subscribing again", zap.Error(reason))
+		// A channel lost with its connection is the supervisor's to count;
+		// one the server closed on a live connection is counted here.
+		channelOnly := s.alive()
+		c.log.Warn("consumer channel lost; subscribing again", zap.Bool("connection_alive", channelOnly), zap.Error(reason))
 		var ok bool
-		ch, dels, ok = c.resubscribe()
+		s, ch, dels, ok = c.resubscribe()
 		if !ok {
 			return
 		}
-		c.b.reconnects.Add(1)
+		if channelOnly {
+			c.b.reconnects.Add(1)
+		}
 		c.log.Info("consumer subscribed again")
 	}
 }
 
 // resubscribe waits for a connection and subscribes, with backoff, until it
 // works or the consumer is stopped.
-func (c *consumer) resubscribe() (*amqp.Channel, <-chan amqp.Delivery, bool) {
+func (c *consumer) resubscribe() (*session, *amqp.Channel, <-chan amqp.Delivery, bool) {
 	for attempt := 0; ; attempt++ {
 		s, err := c.b.waitSession(context.Background(), c.stop)
 		if err != nil {
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
 		ch, dels, err := c.subscribe(s)
 		if err == nil {
-			return ch, dels, true
+			return s, ch, dels, true
 		}
 		c.log.Warn("subscribe failed", zap.Int("attempt", attempt+1), zap.Error(err))
 		if !c.sleep(attempt) {
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
 	}
 }
