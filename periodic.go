@@ -351,9 +351,10 @@ func (s *Scheduler) Schedules() []ScheduleInfo {
 // fail over. Node clocks should be in sync: a node whose clock runs ahead
 // submits ticks early.
 //
-// Schedules may be registered and unregistered while it runs. Close does
-// not stop it: cancel ctx. It returns ErrAlreadyRunning if it is already
-// running on this Scheduler, and ErrClosed once the Scheduler is closed.
+// Schedules may be registered and unregistered while it runs. It returns
+// ErrAlreadyRunning if it already runs on this Scheduler, and ErrClosed if
+// the Scheduler is closed (at its next wake-up after Close; cancel ctx to
+// stop it at once).
 func (s *Scheduler) RunPeriodic(ctx context.Context) error {
 	ps := &s.periodic
 	if !ps.running.CompareAndSwap(false, true) {
@@ -377,6 +378,9 @@ func (s *Scheduler) RunPeriodic(ctx context.Context) error {
 	for {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if s.closed.Load() {
+			return ErrClosed
 		}
 		wakeAt, err := s.periodicRound(ctx)
 		if err != nil {
@@ -411,6 +415,9 @@ func (s *Scheduler) periodicRound(ctx context.Context) (time.Time, error) {
 		s.emit(Event{Kind: EventSubmitted, Task: t, Time: r.now})
 	}
 	for _, e := range r.ticks {
+		if e.Outcome == TickFailed && ctx.Err() != nil {
+			continue // the loop is stopping, not the store failing
+		}
 		s.emitTick(e)
 	}
 	return r.wakeAt, r.err

@@ -301,6 +301,17 @@ func TestPeriodicOncePerTickAcrossNodes(t *testing.T) {
 				require.Equal(t, 1, v, k)
 				require.Equal(t, nodes-1, taken[k], k)
 			}
+			submitted := 0
+			for _, n := range c.nodes {
+				n.rec.mu.Lock()
+				for _, e := range n.rec.tasks {
+					require.Equal(t, scheduler.EventSubmitted, e.Kind)
+					require.NotEmpty(t, e.Task.Schedule)
+					submitted++
+				}
+				n.rec.mu.Unlock()
+			}
+			require.Equal(t, len(want10s)+len(wantMin), submitted, "the node that submits a tick emits EventSubmitted")
 			for _, n := range c.nodes {
 				for _, info := range n.sched.Schedules() {
 					require.True(t, info.Last.Equal(utc(10, 3, 0)), "%s: every node knows the last tick: %s", info.Name, info.Last)
