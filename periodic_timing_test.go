@@ -224,3 +224,38 @@ func TestCronMidnightGap(t *testing.T) {
 	require.True(t, got[0].Equal(time.Date(2018, 11, 4, 3, 0, 0, 0, time.UTC)), "%s: 01:00 -02 on the day midnight did not exist", got[0])
 	require.True(t, got[1].Equal(time.Date(2018, 11, 5, 2, 0, 0, 0, time.UTC)), "%s", got[1])
 }
+
+// The loop calls next for every schedule each round, and latestTick once
+// per schedule when it starts (over a year, to find Last).
+func BenchmarkTiming(b *testing.B) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Date(2026, 3, 14, 10, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name string
+		spec string
+		loc  *time.Location
+	}{
+		{"utc-minutely", "* * * * *", nil},
+		{"ny-daily", "30 2 * * *", ny},
+		{"ny-hourly", "0 * * * *", ny},
+		{"interval", "@every 10s", nil},
+	} {
+		tm, _, err := parseTiming(c.spec, 0, c.loc, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name+"/next", func(b *testing.B) {
+			for b.Loop() {
+				tm.next(now)
+			}
+		})
+		b.Run(c.name+"/latest-in-a-year", func(b *testing.B) {
+			for b.Loop() {
+				latestTick(tm, now, lastLookupWindow)
+			}
+		})
+	}
+}
