@@ -1,0 +1,505 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// Every script receives the namespace ("{prefix}") as ARGV[1] and builds
+// its keys from it; KEYS[1] is always a key of the namespace, so a Cluster
+// client routes the call to the node owning the namespace's one hash slot.
+//
+// Scripts that change anything take a per-call operation token (ARGV[2])
+// and the replay window in milliseconds (ARGV[3]). They record the token
+// under {prefix}:op:<token> when they apply; a call that finds its token
+// already recorded is a retry of a call that already applied (go-redis
+// resends a command whose reply was lost) and changes nothing.
+//
+// A task record is the JSON object written by scheduler.Task.MarshalJSON.
+// Scripts never decode and re-encode it as a whole (that would rewrite the
+// payload's numbers and escapes): decode splits the object into its
+// top-level members as raw JSON text, transitions replace the few members
+// they change with values encoded in Go, and encode joins the members
+// again. Member order does not matter to the decoder.
+const luaPrelude = `
+local P = ARGV[1]
+local TERMINAL = {succeeded = true, dead = true, canceled = true}
+local WAITING = {pending = true, scheduled = true, retrying = true}
+local STATES = {'pending', 'scheduled', 'running', 'retrying', 'succeeded', 'dead', 'canceled'}
+local VALID = {}
+for _, s in ipairs(STATES) do VALID[s] = true end
+
+local function skipws(s, i) return string.find(s, '[^ \t\r\n]', i) end
+
+local function scanstr(s, i)
+  local j = i + 1
+  while true do
+    local k = string.find(s, '["\\]', j)
+    if not k then return nil end
+    if string.byte(s, k) == 34 then return k + 1 end
+    j = k + 2
+  end
+end
+
+local function scanval(s, i)
+  local c = string.byte(s, i)
+  if c == 34 then return scanstr(s, i) end
+  if c == 123 or c == 91 then
+    local depth, j = 0, i
+    while true do
+      local k = string.find(s, '[%[%]{}"]', j)
+      if not k then return nil end
+      local b = string.byte(s, k)
+      if b == 34 then
+        j = scanstr(s, k)
+        if not j then return nil end
+      else
+        if b == 123 or b == 91 then depth = depth + 1 else depth = depth - 1 end
+        j = k + 1
+        if depth == 0 then return j end
+      end
+    end
+  end
+  local k = string.find(s, '[,}%]%s]', i)
+  if not k or k == i then return nil end
+  return k
+end
+
+-- decode returns the top-level members of a JSON object as raw text:
+-- the keys in order and the values by key; nil when s is not an object.
+local function decode(s)
+  if type(s) ~= 'string' then return nil end
+  local i = skipws(s, 1)
+  if not i or string.byte(s, i) ~= 123 then return nil end
+  i = skipws(s, i + 1)
+  if not i then return nil end
+  local keys, vals = {}, {}
+  if string.byte(s, i) == 125 then return keys, vals end
+  while true do
+    if string.byte(s, i) ~= 34 then return nil end
+    local e = scanstr(s, i)
+    if not e then return nil end
+    local key = string.sub(s, i + 1, e - 2)
+    i = skipws(s, e)
+    if not i or string.byte(s, i) ~= 58 then return nil end
+    i = skipws(s, i + 1)
+    if not i then return nil end
+    e = scanval(s, i)
+    if not e then return nil end
+    if vals[key] == nil then keys[#keys + 1] = key end
+    vals[key] = string.sub(s, i, e - 1)
+    i = skipws(s, e)
+    if not i then return nil end
+    local c = string.byte(s, i)
+    if c == 125 then break end
+    if c ~= 44 then return nil end
+    i = skipws(s, i + 1)
+    if not i then return nil end
+  end
+  return keys, vals
+end
+
+-- str returns the body of a raw JSON string value (still escaped).
+local function str(v)
+  if v == nil or string.byte(v, 1) ~= 34 then return nil end
+  return string.sub(v, 2, -2)
+end
+
+local function tkey(id) return P .. ':t:' .. id end
+local function ikey(state, q, t) return P .. ':i:' .. state .. ':' .. q .. ':' .. t end
+
+-- load reads and decodes the record of id: nil and 'notfound' or 'corrupt'
+-- when it cannot.
+local function load(id)
+  local s = redis.pcall('GET', tkey(id))
+  if type(s) == 'table' and s.err then return nil, 'corrupt' end
+  if not s then return nil, 'notfound' end
+  local keys, vals = decode(s)
+  if not keys then return nil, 'corrupt' end
+  local r = {k = keys, v = vals, id = id}
+  r.state = str(vals.state)
+  r.attempt = tonumber(vals.attempt)
+  r.queue = str(vals.queue)
+  r.type = str(vals.type)
+  if not r.state or not VALID[r.state] or not r.attempt or not r.queue or not r.type or str(vals.id) ~= id then
+    return nil, 'corrupt'
+  end
+  return r
+end
+
+-- set replaces member k of record r; v nil or '' removes it.
+local function set(r, k, v)
+  if v == '' then v = nil end
+  if v ~= nil and r.v[k] == nil then
+    local found = false
+    for _, x in ipairs(r.k) do
+      if x == k then found = true break end
+    end
+    if not found then r.k[#r.k + 1] = k end
+  end
+  r.v[k] = v
+end
+
+local function save(r)
+  local parts = {}
+  for _, k in ipairs(r.k) do
+    local v = r.v[k]
+    if v ~= nil then parts[#parts + 1] = '"' .. k .. '":' .. v end
+  end
+  local s = '{' .. table.concat(parts, ',') .. '}'
+  redis.call('SET', tkey(r.id), s)
+  return s
+end
+
+-- move changes the state of r, moving its listing index entry with it.
+local function move(r, to)
+  if r.state ~= to then
+    redis.call('ZREM', ikey(r.state, r.queue, r.type), r.id)
+    redis.call('ZADD', ikey(to, r.queue, r.type), 0, r.id)
+  end
+  r.state = to
+  r.v.state = '"' .. to .. '"'
+end
+
+-- release frees the unique key of r if r still holds it.
+local function release(r)
+  local uk = str(r.v.unique_key)
+  if uk and uk ~= '' then
+    local k = P .. ':u:' .. uk
+    if redis.call('GET', k) == r.id then redis.call('DEL', k) end
+  end
+end
+
+local function opkey() return P .. ':op:' .. ARGV[2] end
+local function seen() return redis.call('GET', opkey()) end
+local function done(v) redis.call('SET', opkey(), v, 'PX', ARGV[3]) end
+`
+
+// createScript: ARGV[4] = n, then per task: id, json, state, queue, type,
+// unique key body, outbox score. Replies {'ok'|'replay', holders} where
+// holders has one comma-separated entry per task: empty when stored, else
+// the ID of the task holding its ID or unique key.
+const createBody = `
+local prev = seen()
+if prev then return {'replay', prev} end
+local n = tonumber(ARGV[4])
+local res = {}
+for i = 0, n - 1 do
+  local b = 5 + i * 7
+  local id, js, st, q, ty, uk, sc = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
+  local holder = ''
+  if redis.call('EXISTS', tkey(id)) == 1 then
+    holder = id
+  elseif uk ~= '' then
+    local ukey = P .. ':u:' .. uk
+    local h = redis.call('GET', ukey)
+    if h and h ~= id then
+      local hr = load(h)
+      if hr and not TERMINAL[hr.state] then holder = h end
+    end
+    if holder == '' then redis.call('SET', ukey, id) end
+  end
+  if holder == '' then
+    redis.call('SET', tkey(id), js)
+    redis.call('ZADD', ikey(st, q, ty), 0, id)
+    redis.call('SADD', P .. ':c', q .. ':' .. ty)
+    redis.call('ZADD', P .. ':o', sc, id)
+  end
+  res[#res + 1] = holder
+end
+local out = table.concat(res, ',')
+done(out)
+return {'ok', out}
+`
+
+// startScript: ARGV[4..8] = id, attempt, redelivered (0/1), worker ID
+// token, now token.
+const startBody = `
+if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+local r, err = load(ARGV[4])
+if not r then return {err} end
+if TERMINAL[r.state] then return {'finished'} end
+local a = tonumber(ARGV[5])
+local ok = (WAITING[r.state] and r.attempt == a) or
+  (ARGV[6] == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt == a + 1)
+if not ok then return {'stale'} end
+move(r, 'running')
+r.v.attempt = tostring(r.attempt + 1)
+set(r, 'started_at', ARGV[8])
+set(r, 'worker_id', ARGV[7])
+redis.call('ZREM', P .. ':o', r.id)
+local s = save(r)
+done('1')
+return {'ok', s}
+`
+
+// finishScript: ARGV[4..13] = id, attempt, new state, error token, result
+// member name, result value, run-at token, added retries, now token, now
+// score.
+const finishBody = `
+if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+local r, err = load(ARGV[4])
+if not r then return {err} end
+if TERMINAL[r.state] then return {'finished'} end
+if r.state ~= 'running' or r.attempt ~= tonumber(ARGV[5]) then return {'stale'} end
+local to = ARGV[6]
+move(r, to)
+if ARGV[7] ~= '' then set(r, 'last_error', ARGV[7]) end
+if ARGV[8] ~= '' then
+  set(r, 'result', nil)
+  set(r, 'result_base64', nil)
+  set(r, ARGV[8], ARGV[9])
+end
+if ARGV[10] ~= '' then set(r, 'run_at', ARGV[10]) end
+local add = tonumber(ARGV[11])
+if add > 0 then r.v.max_retries = tostring((tonumber(r.v.max_retries) or 0) + add) end
+if TERMINAL[to] then
+  set(r, 'finished_at', ARGV[12])
+  redis.call('ZADD', P .. ':d', ARGV[13], r.id)
+  release(r)
+elseif to == 'retrying' or to == 'scheduled' then
+  redis.call('ZADD', P .. ':o', ARGV[13], r.id)
+end
+local s = save(r)
+done('1')
+return {'ok', s}
+`
+
+// cancelScript: ARGV[4..8] = id, reason token, only unstarted (0/1), now
+// token, now score, ARGV[9] = cancel request TTL in ms.
+const cancelBody = `
+if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+local r, err = load(ARGV[4])
+if not r then return {err} end
+if TERMINAL[r.state] then return {'finished'} end
+if ARGV[6] == '1' and not (r.attempt == 0 and (r.state == 'pending' or r.state == 'scheduled')) then
+  return {'stale'}
+end
+local was = r.state
+move(r, 'canceled')
+if ARGV[5] ~= '' then set(r, 'last_error', ARGV[5]) end
+set(r, 'finished_at', ARGV[7])
+if was == 'running' then
+  local w = str(r.v.worker_id)
+  if w and w ~= '' then
+    local k = P .. ':wc:' .. w
+    redis.call('SADD', k, r.id)
+    redis.call('PEXPIRE', k, ARGV[9])
+  end
+end
+redis.call('ZREM', P .. ':o', r.id)
+redis.call('ZADD', P .. ':d', ARGV[8], r.id)
+release(r)
+local s = save(r)
+done('1')
+return {'ok', s}
+`
+
+// retryScript: ARGV[4..5] = id, now score.
+const retryBody = `
+if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+local r, err = load(ARGV[4])
+if not r then return {err} end
+if r.state ~= 'dead' and r.state ~= 'canceled' then return {'notretryable'} end
+move(r, 'pending')
+r.v.max_retries = tostring((tonumber(r.v.max_retries) or 0) + r.attempt)
+set(r, 'finished_at', nil)
+redis.call('ZREM', P .. ':d', r.id)
+redis.call('ZADD', P .. ':o', ARGV[5], r.id)
+local s = save(r)
+done('1')
+return {'ok', s}
+`
+
+// purgeScript: ARGV[4..5] = exclusive upper finish score, limit. Replies
+// {'ok'|'replay', deleted count, IDs of corrupt records deleted...}.
+const purgeBody = `
+local prev = seen()
+if prev then return {'replay', tonumber(prev)} end
+local dkey = P .. ':d'
+local ids = redis.call('ZRANGEBYSCORE', dkey, '-inf', '(' .. ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
+local n, combos, corrupt = 0, {}, {}
+local function unindex(id)
+  redis.call('ZREM', dkey, id)
+  redis.call('ZREM', P .. ':o', id)
+end
+for _, id in ipairs(ids) do
+  local r, err = load(id)
+  if r and TERMINAL[r.state] then
+    redis.call('DEL', tkey(id))
+    redis.call('ZREM', ikey(r.state, r.queue, r.type), id)
+    unindex(id)
+    release(r)
+    combos[r.queue .. ':' .. r.type] = true
+    n = n + 1
+  elseif r or err == 'notfound' then
+    redis.call('ZREM', dkey, id)
+  else
+    for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
+      for _, st in ipairs(STATES) do redis.call('ZREM', P .. ':i:' .. st .. ':' .. c, id) end
+      combos[c] = true
+    end
+    redis.call('DEL', tkey(id))
+    unindex(id)
+    corrupt[#corrupt + 1] = id
+    n = n + 1
+  end
+end
+for c in pairs(combos) do
+  local empty = true
+  for _, st in ipairs(STATES) do
+    if redis.call('EXISTS', P .. ':i:' .. st .. ':' .. c) == 1 then empty = false break end
+  end
+  if empty then redis.call('SREM', P .. ':c', c) end
+end
+done(tostring(n))
+local out = {'ok', n}
+for _, id in ipairs(corrupt) do out[#out + 1] = id end
+return out
+`
+
+// heartbeatScript: ARGV[4..6] = worker ID body, worker JSON, TTL in ms.
+// Replies {'ok'|'replay', comma-separated canceled task IDs}.
+const heartbeatBody = `
+local prev = seen()
+if prev then return {'replay', prev} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[6])
+redis.call('SET', P .. ':w:' .. ARGV[4], ARGV[5], 'PX', ttl)
+redis.call('ZADD', P .. ':ws', now + ttl, ARGV[4])
+redis.call('ZREMRANGEBYSCORE', P .. ':ws', '-inf', '(' .. now)
+local k = P .. ':wc:' .. ARGV[4]
+local ids = redis.call('SMEMBERS', k)
+redis.call('DEL', k)
+local out = table.concat(ids, ',')
+done(out)
+return {'ok', out}
+`
+
+// removeWorkerScript: ARGV[2] = worker ID body. Idempotent by nature.
+const removeWorkerBody = `
+redis.call('DEL', P .. ':w:' .. ARGV[2], P .. ':wc:' .. ARGV[2])
+redis.call('ZREM', P .. ':ws', ARGV[2])
+return 1
+`
+
+// workersScript replies with the JSON of every worker whose heartbeat has
+// not expired.
+const workersBody = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. ':ws', '(' .. now, '+inf')) do
+  local v = redis.call('GET', P .. ':w:' .. w)
+  if v then out[#out + 1] = v end
+end
+return out
+`
+
+// claimScript: KEYS[1] = claim key, ARGV[1] = this call's token, ARGV[2]
+// = TTL in ms. A retried call finds its own token and still wins.
+const claimScript = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+`
+
+// listScript: ARGV[2..6] = state, queue, type filters (empty: any), cursor
+// ID (empty: first page), page size n. Replies {more (0/1), id, record,
+// id, record, ...} with at most n tasks, newest (greatest ID) first. The
+// candidate index sets are merged here: each is already ordered, so a
+// k-way merge with a bytewise comparison (Lua's own string comparison
+// follows the server's locale) picks the page.
+const listBody = `
+local fs, fq, ft, cursor, n = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local states = STATES
+if fs ~= '' then states = {fs} end
+local max = '+'
+if cursor ~= '' then max = '(' .. cursor end
+local lists, pos = {}, {}
+for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
+  local q, t = string.match(c, '^([^:]*):(.*)$')
+  if q and (fq == '' or q == fq) and (ft == '' or t == ft) then
+    for _, st in ipairs(states) do
+      local ids = redis.call('ZREVRANGEBYLEX', P .. ':i:' .. st .. ':' .. c, max, '-', 'LIMIT', 0, n + 1)
+      if #ids > 0 then
+        lists[#lists + 1] = ids
+        pos[#lists] = 1
+      end
+    end
+  end
+end
+local function less(a, b)
+  if a == b then return false end
+  local m = math.min(#a, #b)
+  for i = 1, m do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local picked = {}
+while #picked <= n do
+  local best, bid = nil, nil
+  for li = 1, #lists do
+    local id = lists[li][pos[li]]
+    if id and (bid == nil or less(bid, id)) then best, bid = li, id end
+  end
+  if not best then break end
+  picked[#picked + 1] = bid
+  pos[best] = pos[best] + 1
+end
+local out = {0}
+if #picked > n then out[1] = 1 end
+for i = 1, math.min(n, #picked) do
+  out[#out + 1] = picked[i]
+  out[#out + 1] = redis.call('GET', tkey(picked[i])) or ''
+end
+return out
+`
+
+// countsScript replies {state, count, state, count, ...}.
+const countsBody = `
+local counts = {}
+for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
+  for _, st in ipairs(STATES) do
+    counts[st] = (counts[st] or 0) + redis.call('ZCARD', P .. ':i:' .. st .. ':' .. c)
+  end
+end
+local out = {}
+for _, st in ipairs(STATES) do
+  if counts[st] and counts[st] > 0 then
+    out[#out + 1] = st
+    out[#out + 1] = counts[st]
+  end
+end
+return out
+`
+
+// outboxScript: ARGV[2..3] = exclusive upper score, limit. Replies {id,
+// record, ...} in outbox order.
+const outboxBody = `
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':o', '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local s = redis.call('GET', tkey(id))
+  if s then
+    out[#out + 1] = id
+    out[#out + 1] = s
+  end
+end
+return out
+`
+
+var (
+	createScript       = redis.NewScript(luaPrelude + createBody)
+	startScript        = redis.NewScript(luaPrelude + startBody)
+	finishScript       = redis.NewScript(luaPrelude + finishBody)
+	cancelScript       = redis.NewScript(luaPrelude + cancelBody)
+	retryScript        = redis.NewScript(luaPrelude + retryBody)
+	purgeScript        = redis.NewScript(luaPrelude + purgeBody)
+	heartbeatScript    = redis.NewScript(luaPrelude + heartbeatBody)
+	removeWorkerScript = redis.NewScript(luaPrelude + removeWorkerBody)
+	workersScript      = redis.NewScript(luaPrelude + workersBody)
+	claimLua           = redis.NewScript(claimScript)
+	listScript         = redis.NewScript(luaPrelude + listBody)
+	countsScript       = redis.NewScript(luaPrelude + countsBody)
+	outboxScript       = redis.NewScript(luaPrelude + outboxBody)
+)
