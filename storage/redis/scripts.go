@@ -503,3 +503,9 @@ var (
 	countsScript       = redis.NewScript(luaPrelude + countsBody)
 	outboxScript       = redis.NewScript(luaPrelude + outboxBody)
 )
+
+// allScripts lists every script, for preloading.
+var allScripts = []*redis.Script{
+	createScript, startScript, finishScript, cancelScript, retryScript, purgeScript, heartbeatScript,
+	removeWorkerScript, workersScript, claimLua, listScript, countsScript, outboxScript,
+}

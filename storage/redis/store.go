@@ -159,10 +159,11 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: create: %w", err)
 		}
-		_, payload, err := statusReply(reply)
+		status, payload, err := statusReply(reply)
 		if err != nil {
 			return nil, err
 		}
+		s.replayed(status, "create", "")
 		holders := strings.Split(payload, ",")
 		if len(holders) != len(chunk) {
 			return nil, fmt.Errorf("%w: create returned %d results for %d tasks", errReplyShape, len(holders), len(chunk))
@@ -306,7 +307,7 @@ func (s *Store) transition(ctx context.Context, sc *redis.Script, op, id string,
 	switch status {
 	case "ok":
 	case "replay":
-		s.log.Debug("retried call had already applied", zap.String("op", op), zap.String("task", id))
+		s.replayed(status, op, id)
 		if rec == "" {
 			return nil, fmt.Errorf("redisstore: task %s: %w", id, scheduler.ErrTaskNotFound)
 		}
@@ -438,6 +439,8 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 		if len(reply) < 2 {
 			return total, fmt.Errorf("%w: short purge reply", errReplyShape)
 		}
+		status, _ := reply[0].(string)
+		s.replayed(status, "purge", "")
 		n, _ := reply[1].(int64)
 		for _, id := range reply[2:] {
 			s.log.Warn("purge deleted a corrupt task record", zap.String("key", s.taskKey(fmt.Sprint(id))))
@@ -469,10 +472,11 @@ func (s *Store) Heartbeat(ctx context.Context, w scheduler.WorkerInfo, ttl time.
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: heartbeat: %w", err)
 	}
-	_, ids, err := statusReply(reply)
+	status, ids, err := statusReply(reply)
 	if err != nil {
 		return nil, err
 	}
+	s.replayed(status, "heartbeat", "")
 	if ids == "" {
 		return nil, nil
 	}
@@ -532,6 +536,14 @@ func (s *Store) Ping(ctx context.Context) error {
 		return fmt.Errorf("redisstore: ping: %w", err)
 	}
 	return nil
+}
+
+// replayed logs a call that go-redis sent again after its reply was lost
+// and that had already applied: it answered from the first execution.
+func (s *Store) replayed(status, op, id string) {
+	if status == "replay" {
+		s.log.Debug("retried call had already applied", zap.String("op", op), zap.String("task", id))
+	}
 }
 
 // statusReply splits a {status, value} script reply.
