@@ -106,11 +106,13 @@ type Store interface {
 	// puts them in the outbox. Every task is validated first; if any is
 	// invalid nothing is stored and the error names it. The returned slice
 	// has one entry per task: nil when stored, a *DuplicateError when its
-	// unique key is held by an unfinished task (that task is not stored).
+	// unique key is held by an unfinished task or its ID is taken (that task
+	// is not stored; an existing task is never overwritten).
 	// A non-nil error means the call failed as a whole; tasks may or may not
 	// be stored.
 	Create(ctx context.Context, tasks []*Task) ([]error, error)
-	// Get returns the task with id, or ErrTaskNotFound.
+	// Get returns the task with id, or ErrTaskNotFound. Every method taking
+	// an id rejects a malformed one (ValidateID) before touching the backend.
 	Get(ctx context.Context, id string) (*Task, error)
 	// Start moves a task to running for the delivery of a message, and
 	// returns the task as it is now. It succeeds when the task waits
@@ -118,7 +120,8 @@ type Store interface {
 	// redelivered message, when the task is running or pending with
 	// Attempt == p.Attempt+1 (its previous worker lost the message, so the
 	// new one takes over). Attempt then grows by one, which fences the
-	// previous holder out. Otherwise it fails with ErrTaskFinished (terminal)
+	// previous holder out, and the task leaves the outbox (its message
+	// evidently arrived). Otherwise it fails with ErrTaskFinished (terminal)
 	// or ErrStaleAttempt (the message is a stale or duplicate one).
 	Start(ctx context.Context, id string, p StartParams) (*Task, error)
 	// Finish records the outcome of a running attempt. It succeeds only

@@ -187,6 +187,22 @@ func (t *Task) Validate() error {
 	return validateUniqueKey(t.UniqueKey)
 }
 
+// ValidateNew checks a task about to be created: Validate, plus the state
+// (pending or scheduled) and attempt (0) every new task has. Stores call it
+// in Create.
+func ValidateNew(t *Task) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	if t.State != StatePending && t.State != StateScheduled {
+		return invalid("state", fmt.Sprintf("a new task is pending or scheduled, not %s", t.State))
+	}
+	if t.Attempt != 0 {
+		return invalid("attempt", "a new task has attempt 0")
+	}
+	return nil
+}
+
 // ValidateID reports whether id is a well-formed task ID: 1 to MaxIDLen
 // bytes of ASCII letters, digits, '-' and '_'. Anything else (path
 // separators, NUL, wildcards, spaces) is rejected with a *ValidationError for

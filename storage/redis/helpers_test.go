@@ -280,3 +280,32 @@ func (h *harness) checkConsistent(t testing.TB) {
 		require.Equal(t, k, h.ns+":u:"+jsonBody(r.UniqueKey))
 	}
 }
+
+// followClock makes the miniredis of h expire keys as real time passes
+// (miniredis only moves its TTL clock when told), until the test ends.
+func (h *harness) followClock(t *testing.T) {
+	t.Helper()
+	if h.mr == nil {
+		return
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tick.C:
+				h.mr.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+	})
+}

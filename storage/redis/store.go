@@ -120,16 +120,8 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 		if t == nil {
 			return nil, fmt.Errorf("redisstore: task %d: %w", i, &scheduler.ValidationError{Field: "task", Reason: "nil task"})
 		}
-		if err := t.Validate(); err != nil {
+		if err := scheduler.ValidateNew(t); err != nil {
 			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID, err)
-		}
-		if t.State != scheduler.StatePending && t.State != scheduler.StateScheduled {
-			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID,
-				&scheduler.ValidationError{Field: "state", Reason: fmt.Sprintf("a new task must be pending or scheduled, got %s", t.State)})
-		}
-		if t.Attempt != 0 {
-			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID,
-				&scheduler.ValidationError{Field: "attempt", Reason: "a new task must have attempt 0"})
 		}
 		if j, dup := ids[t.ID]; dup {
 			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID,

@@ -1,0 +1,392 @@
+// Package membroker is an in-memory scheduler.Broker for a single process and
+// for tests, with the semantics of the RabbitMQ broker: a priority queue per
+// queue name (highest priority first, FIFO within a priority), delayed
+// delivery where each message waits only for its own delay, a prefetch
+// limit per consumer, redelivery of every unsettled message when its
+// consumer closes, and a dead-letter list.
+//
+//	broker := membroker.New()
+//	defer broker.Close()
+//	sched, err := scheduler.New(broker, store)
+//
+// Waiting consumers block on condition variables; nothing polls.
+package membroker
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dtsched/scheduler"
+)
+
+// Broker is an in-memory scheduler.Broker. All methods are safe for
+// concurrent use.
+type Broker struct {
+	mu        sync.Mutex
+	closed    bool
+	queues    map[string]*queue
+	timers    map[*time.Timer]struct{}
+	dead      []DeadLetter
+	consumers map[*consumer]struct{}
+}
+
+// DeadLetter is a message that was dead-lettered, with the reason given.
+type DeadLetter struct {
+	Message scheduler.Message
+	Reason  string
+}
+
+var _ scheduler.Broker = (*Broker)(nil)
+
+// New returns an empty broker.
+func New() *Broker {
+	return &Broker{
+		queues:    make(map[string]*queue),
+		timers:    make(map[*time.Timer]struct{}),
+		consumers: make(map[*consumer]struct{}),
+	}
+}
+
+// queue is one priority queue. Its mutex guards the heap and the state of
+// its consumers; cond wakes consumers when a message is ready or a prefetch
+// slot frees.
+type queue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	ready  itemHeap
+	seq    uint64
+	closed bool
+}
+
+type item struct {
+	msg         scheduler.Message
+	seq         uint64
+	redelivered bool
+}
+
+type itemHeap []item
+
+func (h itemHeap) Len() int { return len(h) }
+func (h itemHeap) Less(i, j int) bool {
+	if h[i].msg.Priority != h[j].msg.Priority {
+		return h[i].msg.Priority > h[j].msg.Priority
+	}
+	return h[i].seq < h[j].seq
+}
+func (h itemHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *itemHeap) Push(x any)   { *h = append(*h, x.(item)) }
+func (h *itemHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}
+
+// queue returns the queue named name, creating it; nil once closed.
+func (b *Broker) queue(name string) (*queue, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, scheduler.ErrClosed
+	}
+	q, ok := b.queues[name]
+	if !ok {
+		q = &queue{}
+		q.cond = sync.NewCond(&q.mu)
+		b.queues[name] = q
+	}
+	return q, nil
+}
+
+// push makes msg ready in q. A requeued message keeps its sequence number,
+// so it goes back to where it was.
+func (q *queue) push(it item) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	if it.seq == 0 {
+		q.seq++
+		it.seq = q.seq
+	}
+	heap.Push(&q.ready, it)
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// Publish implements scheduler.Broker. Delayed messages are held by timers
+// and become ready when their delay ends.
+func (b *Broker) Publish(ctx context.Context, msgs ...scheduler.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if m.Queue == "" {
+			return fmt.Errorf("membroker: message for task %s has no queue", m.TaskID)
+		}
+	}
+	for _, m := range msgs {
+		m.Priority = min(max(m.Priority, scheduler.PriorityMin), scheduler.PriorityMax)
+		q, err := b.queue(m.Queue)
+		if err != nil {
+			return err
+		}
+		if m.Delay <= 0 {
+			q.push(item{msg: m})
+			continue
+		}
+		b.delay(q, m)
+	}
+	return nil
+}
+
+func (b *Broker) delay(q *queue, m scheduler.Message) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(m.Delay, func() {
+		b.mu.Lock()
+		_, live := b.timers[t]
+		delete(b.timers, t)
+		b.mu.Unlock()
+		if live {
+			q.push(item{msg: m})
+		}
+	})
+	b.timers[t] = struct{}{}
+}
+
+// Consume implements scheduler.Broker.
+func (b *Broker) Consume(ctx context.Context, queueName string, prefetch int) (scheduler.Consumer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if prefetch < 1 {
+		return nil, fmt.Errorf("%w: prefetch %d, must be at least 1", scheduler.ErrInvalidOption, prefetch)
+	}
+	q, err := b.queue(queueName)
+	if err != nil {
+		return nil, err
+	}
+	c := &consumer{
+		b: b, q: q, prefetch: prefetch,
+		out:       make(chan scheduler.Delivery),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		unsettled: make(map[*delivery]struct{}),
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, scheduler.ErrClosed
+	}
+	b.consumers[c] = struct{}{}
+	b.mu.Unlock()
+	go c.run()
+	return c, nil
+}
+
+// Depth implements scheduler.Broker.
+func (b *Broker) Depth(ctx context.Context, queueName string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	q, err := b.queue(queueName)
+	if err != nil {
+		return 0, err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ready.Len(), nil
+}
+
+// Ping implements scheduler.Broker.
+func (b *Broker) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return scheduler.ErrClosed
+	}
+	return nil
+}
+
+// maxDeadLetters bounds the dead-letter list; the oldest are dropped first.
+const maxDeadLetters = 10000
+
+// DeadLetters returns the messages dead-lettered so far, oldest first (at
+// most the latest 10,000).
+func (b *Broker) DeadLetters() []DeadLetter {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]DeadLetter(nil), b.dead...)
+}
+
+// Close implements scheduler.Broker: it stops every consumer and drops
+// every message. Calling it again returns ErrClosed.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return scheduler.ErrClosed
+	}
+	b.closed = true
+	for t := range b.timers {
+		t.Stop()
+	}
+	clear(b.timers)
+	consumers := make([]*consumer, 0, len(b.consumers))
+	for c := range b.consumers {
+		consumers = append(consumers, c)
+	}
+	queues := b.queues
+	b.mu.Unlock()
+	for _, c := range consumers {
+		c.close()
+	}
+	for _, q := range queues {
+		q.mu.Lock()
+		q.closed = true
+		q.ready = nil
+		q.mu.Unlock()
+	}
+	return nil
+}
+
+type consumer struct {
+	b         *Broker
+	q         *queue
+	prefetch  int
+	out       chan scheduler.Delivery
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	// guarded by q.mu
+	closed    bool
+	unsettled map[*delivery]struct{}
+}
+
+func (c *consumer) Deliveries() <-chan scheduler.Delivery { return c.out }
+
+// run hands ready messages to the receiver, highest priority first, while
+// fewer than prefetch deliveries are unsettled.
+func (c *consumer) run() {
+	defer close(c.done)
+	defer close(c.out)
+	q := c.q
+	for {
+		q.mu.Lock()
+		for !c.closed && (len(c.unsettled) >= c.prefetch || q.ready.Len() == 0) {
+			q.cond.Wait()
+		}
+		if c.closed {
+			q.mu.Unlock()
+			return
+		}
+		it := heap.Pop(&q.ready).(item)
+		d := &delivery{c: c, item: it}
+		c.unsettled[d] = struct{}{}
+		q.mu.Unlock()
+		select {
+		case c.out <- d:
+		case <-c.stop:
+			return // d is unsettled: close requeued it
+		}
+	}
+}
+
+// Close implements scheduler.Consumer.
+func (c *consumer) Close() error {
+	if !c.close() {
+		return scheduler.ErrClosed
+	}
+	return nil
+}
+
+// close stops the consumer and requeues its unsettled deliveries; it
+// reports whether this call closed it.
+func (c *consumer) close() bool {
+	first := false
+	c.closeOnce.Do(func() {
+		first = true
+		q := c.q
+		q.mu.Lock()
+		c.closed = true
+		var back []item
+		for d := range c.unsettled {
+			back = append(back, d.item)
+		}
+		clear(c.unsettled)
+		q.mu.Unlock()
+		for _, it := range back {
+			it.redelivered = true
+			q.push(it)
+		}
+		close(c.stop)
+		q.cond.Broadcast()
+		<-c.done
+		c.b.mu.Lock()
+		delete(c.b.consumers, c)
+		c.b.mu.Unlock()
+	})
+	return first
+}
+
+type delivery struct {
+	c    *consumer
+	item item
+}
+
+var errSettled = errors.New("membroker: delivery already settled or its consumer closed")
+
+func (d *delivery) Message() scheduler.Message { return d.item.msg }
+func (d *delivery) Redelivered() bool          { return d.item.redelivered }
+
+// settle removes d from its consumer's unsettled set.
+func (d *delivery) settle() error {
+	q := d.c.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := d.c.unsettled[d]; !ok {
+		return errSettled
+	}
+	delete(d.c.unsettled, d)
+	q.cond.Broadcast() // a prefetch slot is free
+	return nil
+}
+
+func (d *delivery) Ack(context.Context) error { return d.settle() }
+
+func (d *delivery) Requeue(context.Context) error {
+	if err := d.settle(); err != nil {
+		return err
+	}
+	it := d.item
+	it.redelivered = true
+	d.c.q.push(it)
+	return nil
+}
+
+func (d *delivery) DeadLetter(_ context.Context, reason string) error {
+	if err := d.settle(); err != nil {
+		return err
+	}
+	b := d.c.b
+	b.mu.Lock()
+	if len(b.dead) == maxDeadLetters {
+		b.dead = append(b.dead[:0], b.dead[1:]...)
+	}
+	b.dead = append(b.dead, DeadLetter{Message: d.item.msg, Reason: reason})
+	b.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,749 @@
+package scheduler_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dtsched/scheduler"
+	membroker "github.com/dtsched/scheduler/broker/memory"
+	"github.com/dtsched/scheduler/internal/failpoint"
+	memstore "github.com/dtsched/scheduler/storage/memory"
+)
+
+func TestSubmitAndRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"echo": func(_ context.Context, task *scheduler.Task) error {
+			task.Result = append([]byte(`{"echo":`), append(task.Payload, '}')...)
+			return nil
+		},
+	})
+	id := submit(t, e.sched, "echo", `"hi"`)
+	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
+	require.Equal(t, `{"echo":"hi"}`, string(got.Result))
+	require.Equal(t, 1, got.Attempt)
+	require.False(t, got.FinishedAt.IsZero())
+	require.False(t, got.StartedAt.IsZero())
+	require.NotEmpty(t, got.WorkerID)
+}
+
+func TestPriorityUnderBacklog(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var order []string
+	record := func(_ context.Context, task *scheduler.Task) error {
+		mu.Lock()
+		order = append(order, string(task.Payload))
+		mu.Unlock()
+		return nil
+	}
+	started := make(chan struct{})
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"gate": func(ctx context.Context, _ *scheduler.Task) error {
+			close(started)
+			<-gate
+			return nil
+		},
+		"work": record,
+	}, scheduler.WithConcurrency(1))
+	submit(t, e.sched, "gate", "")
+	<-started
+	var last string
+	for i := range 30 {
+		last = submit(t, e.sched, "work", fmt.Sprintf(`"low-%d"`, i), scheduler.WithPriority(scheduler.PriorityLow))
+	}
+	for i := range 5 {
+		submit(t, e.sched, "work", fmt.Sprintf(`"high-%d"`, i), scheduler.WithPriority(scheduler.PriorityHigh))
+	}
+	close(gate)
+	waitState(t, e.sched, last, scheduler.StateSucceeded)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, order, 35)
+	for i := range 5 {
+		require.Equal(t, fmt.Sprintf(`"high-%d"`, i), order[i], "high-priority tasks submitted after the backlog run first, in order")
+	}
+	for i := range 30 {
+		require.Equal(t, fmt.Sprintf(`"low-%d"`, i), order[5+i])
+	}
+}
+
+func TestRetryWithBackoffThenSuccess(t *testing.T) {
+	t.Parallel()
+	const step = 30 * time.Millisecond
+	rec := &recorder{}
+	e := newEnv(t, scheduler.WithRetryPolicy(func(attempt int, _ error) time.Duration {
+		return time.Duration(attempt) * step
+	}), scheduler.WithObserver(rec))
+	var mu sync.Mutex
+	var at []time.Time
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"flaky": func(context.Context, *scheduler.Task) error {
+			mu.Lock()
+			defer mu.Unlock()
+			at = append(at, time.Now())
+			if len(at) < 3 {
+				return fmt.Errorf("failure %d", len(at))
+			}
+			return nil
+		},
+	})
+	id := submit(t, e.sched, "flaky", "", scheduler.WithMaxRetries(5))
+	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
+	require.Equal(t, 3, got.Attempt)
+	require.Equal(t, "failure 2", got.LastError, "the last failure stays visible")
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(at); i++ {
+		require.GreaterOrEqual(t, at[i].Sub(at[i-1]), time.Duration(i)*step, "attempt %d waited its backoff", i+1)
+	}
+	require.Equal(t, []string{"submitted", "started", "failed", "retried", "started", "failed", "retried", "started", "succeeded"}, rec.kinds(id))
+}
+
+func TestBackoffGrowsAndIsBounded(t *testing.T) {
+	t.Parallel()
+	p := scheduler.Backoff(100*time.Millisecond, time.Second)
+	for attempt, want := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond, 10: time.Second} {
+		for range 50 {
+			d := p(attempt, nil)
+			require.InDelta(t, float64(want), float64(d), float64(want)*0.2+1, "attempt %d", attempt)
+		}
+	}
+}
+
+func TestDeadAfterLastAttempt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var runs atomic.Int32
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"bad": func(context.Context, *scheduler.Task) error {
+			return fmt.Errorf("bad input #%d", runs.Add(1))
+		},
+	})
+	id := submit(t, e.sched, "bad", "", scheduler.WithMaxRetries(2))
+	got := waitState(t, e.sched, id, scheduler.StateDead)
+	require.Equal(t, 3, got.Attempt, "one run plus two retries")
+	require.Equal(t, "bad input #3", got.LastError)
+	require.Equal(t, int32(3), runs.Load())
+	require.Eventually(t, func() bool { return len(e.broker.DeadLetters()) == 1 }, wait, time.Millisecond)
+	require.Equal(t, id, e.broker.DeadLetters()[0].Message.TaskID, "the dead task's message is dead-lettered")
+}
+
+func TestSkipRetry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"hopeless": func(context.Context, *scheduler.Task) error {
+			return fmt.Errorf("account closed: %w", scheduler.SkipRetry)
+		},
+	})
+	id := submit(t, e.sched, "hopeless", "", scheduler.WithMaxRetries(10))
+	got := waitState(t, e.sched, id, scheduler.StateDead)
+	require.Equal(t, 1, got.Attempt)
+	require.Contains(t, got.LastError, "account closed")
+}
+
+func TestTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"slow": func(ctx context.Context, _ *scheduler.Task) error {
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	})
+	id := submit(t, e.sched, "slow", "", scheduler.WithTimeout(20*time.Millisecond), scheduler.WithMaxRetries(1))
+	got := waitState(t, e.sched, id, scheduler.StateDead)
+	require.Equal(t, 2, got.Attempt)
+	require.Contains(t, got.LastError, "timeout")
+	require.Contains(t, got.LastError, "deadline exceeded")
+}
+
+func TestPanicFailsAttemptAndWorkerLivesOn(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"boom": func(context.Context, *scheduler.Task) error { panic("kaboom") },
+		"ok":   ok,
+	}, scheduler.WithConcurrency(1))
+	id := submit(t, e.sched, "boom", "", scheduler.WithMaxRetries(1))
+	got := waitState(t, e.sched, id, scheduler.StateDead)
+	require.Equal(t, "panic: kaboom", got.LastError)
+	require.Equal(t, 2, got.Attempt)
+	waitState(t, e.sched, submit(t, e.sched, "ok", ""), scheduler.StateSucceeded)
+}
+
+func TestNoHandler(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"ok": ok})
+	id := submit(t, e.sched, "unknown.type", "", scheduler.WithMaxRetries(1))
+	got := waitState(t, e.sched, id, scheduler.StateDead)
+	require.Contains(t, got.LastError, `no handler for task type "unknown.type"`)
+}
+
+func TestSnooze(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var runs atomic.Int32
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"poll": func(context.Context, *scheduler.Task) error {
+			if runs.Add(1) < 3 {
+				return scheduler.Snooze(10 * time.Millisecond)
+			}
+			return nil
+		},
+	})
+	id := submit(t, e.sched, "poll", "", scheduler.WithMaxRetries(0))
+	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
+	require.Equal(t, 3, got.Attempt)
+	require.Equal(t, 2, got.MaxRetries, "snoozes do not use up the retry budget")
+}
+
+func TestCancelPending(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	id := submit(t, e.sched, "later", "", scheduler.WithDelay(time.Hour))
+	require.Equal(t, scheduler.StateScheduled, waitState(t, e.sched, id, scheduler.StateScheduled).State)
+	pending := submit(t, e.sched, "now", "")
+	require.NoError(t, e.sched.Cancel(ctx, id))
+	require.NoError(t, e.sched.Cancel(ctx, pending))
+	require.Equal(t, "canceled", waitState(t, e.sched, id, scheduler.StateCanceled).LastError)
+	require.ErrorIs(t, e.sched.Cancel(ctx, id), scheduler.ErrTaskFinished)
+
+	var ran atomic.Bool
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"now": func(context.Context, *scheduler.Task) error {
+		ran.Store(true)
+		return nil
+	}, "probe": ok})
+	waitState(t, e.sched, submit(t, e.sched, "probe", ""), scheduler.StateSucceeded)
+	require.False(t, ran.Load(), "a canceled task never runs")
+	require.Equal(t, scheduler.StateCanceled, waitState(t, e.sched, pending, scheduler.StateCanceled).State)
+}
+
+func TestCancelRunning(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	started := make(chan struct{})
+	cause := make(chan error, 1)
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"long": func(ctx context.Context, _ *scheduler.Task) error {
+			close(started)
+			<-ctx.Done()
+			cause <- context.Cause(ctx)
+			return nil // pretends success: must be discarded
+		},
+	})
+	id := submit(t, e.sched, "long", "")
+	<-started
+	require.NoError(t, e.sched.Cancel(context.Background(), id))
+	select {
+	case err := <-cause:
+		require.ErrorContains(t, err, "canceled")
+	case <-time.After(wait):
+		t.Fatal("the running handler's context was not canceled")
+	}
+	got := waitState(t, e.sched, id, scheduler.StateCanceled)
+	require.Empty(t, got.Result)
+	require.Eventually(t, func() bool { n, _ := e.broker.Depth(context.Background(), "default"); return n == 0 }, wait, time.Millisecond)
+}
+
+func TestCancelRunningOnAnotherNode(t *testing.T) {
+	t.Parallel()
+	b, s := membroker.New(), memstore.New()
+	t.Cleanup(func() { _ = b.Close() })
+	nodeA, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nodeA.Close() })
+	nodeB, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nodeB.Close() })
+
+	started := make(chan struct{})
+	stopped := make(chan struct{})
+	startWorker(t, nodeB, map[string]scheduler.HandlerFunc{
+		"long": func(ctx context.Context, _ *scheduler.Task) error {
+			close(started)
+			<-ctx.Done()
+			close(stopped)
+			return ctx.Err()
+		},
+	}, scheduler.WithHeartbeatInterval(20*time.Millisecond))
+	id := submit(t, nodeA, "long", "")
+	<-started
+	require.NoError(t, nodeA.Cancel(context.Background(), id))
+	select {
+	case <-stopped:
+	case <-time.After(wait):
+		t.Fatal("the handler on the other node was not canceled by its heartbeat")
+	}
+	waitState(t, nodeA, id, scheduler.StateCanceled)
+}
+
+func TestUniqueKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	first := submit(t, e.sched, "report", "", scheduler.WithUniqueKey("report:2026-11"))
+	id, err := e.sched.Submit(ctx, "report", nil, scheduler.WithUniqueKey("report:2026-11"))
+	require.ErrorIs(t, err, scheduler.ErrDuplicateTask)
+	require.Equal(t, first, id, "the duplicate answers with the unfinished task's ID")
+	var dup *scheduler.DuplicateError
+	require.ErrorAs(t, err, &dup)
+	require.Equal(t, first, dup.ExistingID)
+
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"report": ok})
+	waitState(t, e.sched, first, scheduler.StateSucceeded)
+	again := submit(t, e.sched, "report", "", scheduler.WithUniqueKey("report:2026-11"))
+	require.NotEqual(t, first, again, "the key is free once the task finished")
+}
+
+func TestGracefulDrainFinishesInFlight(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	r := startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+		"job": func(context.Context, *scheduler.Task) error {
+			close(started)
+			<-release
+			return nil
+		},
+	}, scheduler.WithShutdownTimeout(wait))
+	id := submit(t, e.sched, "job", "")
+	<-started
+	r.stop()
+	close(release)
+	require.NoError(t, r.wait(t), "a clean drain returns nil")
+	got, err := e.sched.Status(context.Background(), id)
+	require.NoError(t, err)
+	require.Equal(t, scheduler.StateSucceeded, got.State, "the in-flight task finished during the drain")
+}
+
+func TestDrainTimeoutHandsBackWork(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	started := make(chan struct{}, 1)
+	var runs atomic.Int32
+	slow := func(ctx context.Context, _ *scheduler.Task) error {
+		if runs.Add(1) == 1 {
+			started <- struct{}{}
+			<-ctx.Done() // honours cancellation
+			return ctx.Err()
+		}
+		return nil
+	}
+	first := startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": slow}, scheduler.WithShutdownTimeout(20*time.Millisecond))
+	id := submit(t, e.sched, "job", "")
+	<-started
+	require.ErrorIs(t, first.Stop(t), scheduler.ErrShutdownTimeout)
+	got, err := e.sched.Status(context.Background(), id)
+	require.NoError(t, err)
+	require.Equal(t, scheduler.StatePending, got.State, "handed back, waiting for another worker")
+
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": slow})
+	done := waitState(t, e.sched, id, scheduler.StateSucceeded)
+	require.Equal(t, 2, done.Attempt, "the interrupted run counts")
+}
+
+func TestWorkerStuckMidTaskLosesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	inStuck := make(chan struct{})
+	var runs atomic.Int32
+	handler := func(context.Context, *scheduler.Task) error {
+		if runs.Add(1) == 1 {
+			close(inStuck)
+			<-stuck // ignores its context: a handler gone wrong
+			return nil
+		}
+		return nil
+	}
+	a := startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": handler}, scheduler.WithWorkerID("a"), scheduler.WithShutdownTimeout(10*time.Millisecond))
+	id := submit(t, e.sched, "job", "")
+	<-inStuck
+	require.ErrorIs(t, a.Stop(t), scheduler.ErrShutdownTimeout, "Run returns even though the handler does not")
+
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": handler}, scheduler.WithWorkerID("b"))
+	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
+	require.Equal(t, "b", got.WorkerID)
+	require.Equal(t, 2, got.Attempt)
+}
+
+func TestCrashedConsumerTaskIsTakenOver(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	id := submit(t, e.sched, "job", "")
+
+	// A worker process receives the message, starts the task, and dies.
+	c, err := e.broker.Consume(ctx, scheduler.DefaultQueue, 1)
+	require.NoError(t, err)
+	d := <-c.Deliveries()
+	_, err = e.store.Start(ctx, id, scheduler.StartParams{Attempt: d.Message().Attempt, WorkerID: "dead", Now: time.Now()})
+	require.NoError(t, err)
+	require.NoError(t, c.Close()) // the connection drops: unsettled work goes back
+
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": ok}, scheduler.WithWorkerID("alive"))
+	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
+	require.Equal(t, "alive", got.WorkerID)
+	require.Equal(t, 2, got.Attempt)
+
+	// The dead worker's late result is refused.
+	_, err = e.store.Finish(ctx, id, scheduler.FinishParams{Attempt: 1, State: scheduler.StateDead, Now: time.Now()})
+	require.ErrorIs(t, err, scheduler.ErrTaskFinished)
+}
+
+func TestManyWorkersShareTheWork(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const n = 300
+	var mu sync.Mutex
+	by := map[string]int{}
+	runs := map[string]int{}
+	for i := range 3 {
+		id := fmt.Sprint("w", i)
+		startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": func(_ context.Context, task *scheduler.Task) error {
+			mu.Lock()
+			by[id]++
+			runs[task.ID]++
+			mu.Unlock()
+			time.Sleep(time.Millisecond) // some work, so that every worker gets a share
+			return nil
+		}}, scheduler.WithWorkerID(id), scheduler.WithConcurrency(4))
+	}
+	var ids []string
+	for range n {
+		ids = append(ids, submit(t, e.sched, "job", ""))
+	}
+	for _, id := range ids {
+		waitState(t, e.sched, id, scheduler.StateSucceeded)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, runs, n)
+	for id, k := range runs {
+		require.Equal(t, 1, k, "task %s ran once", id)
+	}
+	for w, k := range by {
+		require.Positive(t, k, "worker %s got work", w)
+	}
+	require.Len(t, by, 3)
+}
+
+func TestRetryDeadTask(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var fixed atomic.Bool
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": func(context.Context, *scheduler.Task) error {
+		if !fixed.Load() {
+			return errors.New("downstream down")
+		}
+		return nil
+	}})
+	id := submit(t, e.sched, "job", "", scheduler.WithMaxRetries(0))
+	waitState(t, e.sched, id, scheduler.StateDead)
+	ctx := context.Background()
+	fixed.Store(true)
+	require.NoError(t, e.sched.Retry(ctx, id))
+	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
+	require.Equal(t, 2, got.Attempt)
+	require.ErrorIs(t, e.sched.Retry(ctx, id), scheduler.ErrNotRetryable)
+}
+
+func TestBadInputIsRejectedAndNothingStored(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, scheduler.WithMaxPayload(16))
+	ctx := context.Background()
+	cases := []struct {
+		name, typ, field string
+		payload          string
+		opts             []scheduler.SubmitOption
+	}{
+		{"empty type", "", "type", "", nil},
+		{"bad type", "send email", "type", "", nil},
+		{"long type", strings.Repeat("a", scheduler.MaxTypeLen+1), "type", "", nil},
+		{"priority high", "t", "priority", "", []scheduler.SubmitOption{scheduler.WithPriority(10)}},
+		{"priority low", "t", "priority", "", []scheduler.SubmitOption{scheduler.WithPriority(-1)}},
+		{"retries", "t", "max_retries", "", []scheduler.SubmitOption{scheduler.WithMaxRetries(-1)}},
+		{"too many retries", "t", "max_retries", "", []scheduler.SubmitOption{scheduler.WithMaxRetries(scheduler.MaxRetriesLimit + 1)}},
+		{"timeout", "t", "timeout", "", []scheduler.SubmitOption{scheduler.WithTimeout(-time.Second)}},
+		{"delay", "t", "delay", "", []scheduler.SubmitOption{scheduler.WithDelay(-time.Second)}},
+		{"queue", "t", "queue", "", []scheduler.SubmitOption{scheduler.WithQueue("a/b")}},
+		{"payload", "t", "payload", strings.Repeat("x", 17), nil},
+		{"unique key", "t", "unique_key", "", []scheduler.SubmitOption{scheduler.WithUniqueKey("a\nb")}},
+	}
+	for _, tc := range cases {
+		id, err := e.sched.Submit(ctx, tc.typ, []byte(tc.payload), tc.opts...)
+		require.ErrorIs(t, err, scheduler.ErrInvalidTask, tc.name)
+		var ve *scheduler.ValidationError
+		require.ErrorAs(t, err, &ve, tc.name)
+		require.Equal(t, tc.field, ve.Field, tc.name)
+		require.Empty(t, id, tc.name)
+	}
+	_, err := e.sched.Submit(ctx, "t", nil, nil)
+	require.ErrorIs(t, err, scheduler.ErrInvalidOption)
+
+	_, err = e.sched.SubmitMany(ctx, []scheduler.Request{{Type: "ok"}, {Type: "bad type"}})
+	require.ErrorIs(t, err, scheduler.ErrInvalidTask)
+	require.ErrorContains(t, err, "request 1")
+
+	counts, err := e.sched.Counts(ctx)
+	require.NoError(t, err)
+	require.Empty(t, counts, "nothing stored")
+	depth, err := e.sched.QueueDepth(ctx, scheduler.DefaultQueue)
+	require.NoError(t, err)
+	require.Zero(t, depth, "nothing published")
+
+	for _, id := range []string{"", "../../etc/passwd", "a\x00b", "*", strings.Repeat("a", 10<<10)} {
+		_, err := e.sched.Status(ctx, id)
+		require.ErrorIs(t, err, scheduler.ErrInvalidTask, "%q", id)
+		require.ErrorIs(t, e.sched.Cancel(ctx, id), scheduler.ErrInvalidTask)
+		require.ErrorIs(t, e.sched.Retry(ctx, id), scheduler.ErrInvalidTask)
+	}
+	_, err = e.sched.Status(ctx, "0190b5d8-0000-7000-8000-000000000000")
+	require.ErrorIs(t, err, scheduler.ErrTaskNotFound)
+	_, err = e.sched.List(ctx, scheduler.ListFilter{State: "bogus"})
+	require.ErrorIs(t, err, scheduler.ErrInvalidTask)
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	t.Parallel()
+	b, s := membroker.New(), memstore.New()
+	defer b.Close()
+	for name, opts := range map[string][]scheduler.Option{
+		"nil option":     {nil},
+		"nil logger":     {scheduler.WithLogger(nil)},
+		"payload":        {scheduler.WithMaxPayload(0)},
+		"retry":          {scheduler.WithRetryPolicy(nil)},
+		"retention":      {scheduler.WithRetention(-1)},
+		"sweep interval": {scheduler.WithSweepInterval(0)},
+		"nil observer":   {scheduler.WithObserver(nil)},
+	} {
+		_, err := scheduler.New(b, s, opts...)
+		require.ErrorIs(t, err, scheduler.ErrInvalidOption, name)
+	}
+	_, err := scheduler.New(nil, s)
+	require.ErrorIs(t, err, scheduler.ErrInvalidOption)
+	_, err = scheduler.New(b, nil)
+	require.ErrorIs(t, err, scheduler.ErrInvalidOption)
+
+	sched, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	defer sched.Close()
+	for name, opts := range map[string][]scheduler.WorkerOption{
+		"concurrency": {scheduler.WithConcurrency(0)},
+		"prefetch":    {scheduler.WithPrefetch(-1)},
+		"queues":      {scheduler.WithQueues()},
+		"bad queue":   {scheduler.WithQueues("a b")},
+		"shutdown":    {scheduler.WithShutdownTimeout(-1)},
+		"heartbeat":   {scheduler.WithHeartbeatInterval(0)},
+		"worker id":   {scheduler.WithWorkerID("a/b")},
+		"nil":         {nil},
+	} {
+		_, err := sched.NewWorker(opts...)
+		require.ErrorIs(t, err, scheduler.ErrInvalidOption, name)
+	}
+}
+
+func TestSubmitMany(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	held := submit(t, e.sched, "job", "", scheduler.WithUniqueKey("k"))
+	res, err := e.sched.SubmitMany(ctx, []scheduler.Request{
+		{Type: "job", Payload: []byte(`1`), Options: []scheduler.SubmitOption{scheduler.WithPriority(9)}},
+		{Type: "job", Options: []scheduler.SubmitOption{scheduler.WithUniqueKey("k")}},
+		{Type: "job", Payload: []byte(`3`), Options: []scheduler.SubmitOption{scheduler.WithQueue("other")}},
+	})
+	require.NoError(t, err)
+	require.Len(t, res, 3)
+	require.NoError(t, res[0].Err)
+	require.ErrorIs(t, res[1].Err, scheduler.ErrDuplicateTask)
+	require.Equal(t, held, res[1].ID)
+	require.NoError(t, res[2].Err)
+	got, err := e.sched.Status(ctx, res[2].ID)
+	require.NoError(t, err)
+	require.Equal(t, "other", got.Queue)
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": ok}, scheduler.WithQueues("default", "other"))
+	waitState(t, e.sched, res[0].ID, scheduler.StateSucceeded)
+	waitState(t, e.sched, res[2].ID, scheduler.StateSucceeded)
+}
+
+func TestDelayedTaskWaits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var startedAt atomic.Pointer[time.Time]
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": func(context.Context, *scheduler.Task) error {
+		now := time.Now()
+		startedAt.Store(&now)
+		return nil
+	}})
+	before := time.Now()
+	id := submit(t, e.sched, "job", "", scheduler.WithDelay(100*time.Millisecond))
+	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
+	require.GreaterOrEqual(t, startedAt.Load().Sub(before), 100*time.Millisecond)
+	require.True(t, got.RunAt.After(before))
+}
+
+func TestPublishFailureCancelsTheTask(t *testing.T) {
+	t.Parallel()
+	b, s := membroker.New(), memstore.New()
+	defer b.Close()
+	fb := &faultyBroker{Broker: b}
+	sched, err := scheduler.New(fb, s)
+	require.NoError(t, err)
+	defer sched.Close()
+	ctx := context.Background()
+
+	fb.set(errInjected, nil)
+	id, err := sched.Submit(ctx, "job", nil)
+	require.ErrorIs(t, err, errInjected)
+	require.NotEmpty(t, id, "the stored task's ID comes with the error")
+	got, err := sched.Status(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, scheduler.StateCanceled, got.State, "a task whose publish failed is not left pending")
+	require.Contains(t, got.LastError, "injected fault")
+
+	// The publish errored, but the message got through and a worker started
+	// the task before Submit could cancel it: it was delivered.
+	fb.set(errInjected, func() {
+		page, err := s.List(ctx, scheduler.ListFilter{State: scheduler.StatePending})
+		require.NoError(t, err)
+		for _, x := range page.Tasks {
+			_, err := s.Start(ctx, x.ID, scheduler.StartParams{WorkerID: "w", Now: time.Now()})
+			require.NoError(t, err)
+		}
+	})
+	id, err = sched.Submit(ctx, "job", nil)
+	require.NoError(t, err, "a task that started was delivered")
+	got, err = sched.Status(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, scheduler.StateRunning, got.State)
+}
+
+func TestStoreFailureSubmitsNothing(t *testing.T) {
+	t.Parallel()
+	b := membroker.New()
+	defer b.Close()
+	fs := &faultyStore{Store: memstore.New(), fail: errInjected}
+	sched, err := scheduler.New(b, fs)
+	require.NoError(t, err)
+	defer sched.Close()
+	id, err := sched.Submit(context.Background(), "job", nil)
+	require.ErrorIs(t, err, errInjected)
+	require.Empty(t, id)
+	depth, err := b.Depth(context.Background(), scheduler.DefaultQueue)
+	require.NoError(t, err)
+	require.Zero(t, depth)
+}
+
+// Not parallel: the failpoint is process-wide.
+func TestCrashBetweenStoreAndPublishIsRecovered(t *testing.T) {
+	e := newEnv(t, scheduler.WithSweepInterval(20*time.Millisecond))
+	failpoint.Enable(failpoint.SubmitAfterStore, func() { panic("crash") })
+	var id string
+	func() {
+		defer func() { require.Equal(t, "crash", recover()) }()
+		_, _ = e.sched.Submit(context.Background(), "job", []byte(`"x"`))
+	}()
+	failpoint.Disable(failpoint.SubmitAfterStore)
+	page, err := e.sched.List(context.Background(), scheduler.ListFilter{})
+	require.NoError(t, err)
+	require.Len(t, page.Tasks, 1, "the task was stored before the crash")
+	id = page.Tasks[0].ID
+	depth, err := e.sched.QueueDepth(context.Background(), scheduler.DefaultQueue)
+	require.NoError(t, err)
+	require.Zero(t, depth, "and never published")
+
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": ok})
+	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
+	require.Equal(t, 1, got.Attempt)
+}
+
+func TestWorkersAreListedWhileTheyRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	r := startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"job": ok},
+		scheduler.WithWorkerID("node-1"), scheduler.WithQueues("b", "a"), scheduler.WithConcurrency(3))
+	require.Eventually(t, func() bool {
+		ws, err := e.sched.Workers(ctx)
+		return err == nil && len(ws) == 1
+	}, wait, time.Millisecond)
+	ws, err := e.sched.Workers(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "node-1", ws[0].ID)
+	require.Equal(t, []string{"a", "b"}, ws[0].Queues)
+	require.Equal(t, 3, ws[0].Concurrency)
+	require.NotZero(t, ws[0].PID)
+	require.NoError(t, r.Stop(t))
+	ws, err = e.sched.Workers(ctx)
+	require.NoError(t, err)
+	require.Empty(t, ws, "a stopped worker is removed")
+}
+
+func TestRunTwiceAndAfterClose(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := startWorker(t, e.sched, nil)
+	require.Eventually(t, func() bool {
+		ws, _ := e.sched.Workers(context.Background())
+		return len(ws) == 1
+	}, wait, time.Millisecond)
+	require.ErrorIs(t, r.w.Run(context.Background()), scheduler.ErrAlreadyRunning)
+	require.NoError(t, r.Stop(t))
+	require.NoError(t, e.sched.Close())
+	require.NoError(t, e.sched.Close(), "a second Close is harmless")
+	_, err := e.sched.Submit(context.Background(), "job", nil)
+	require.ErrorIs(t, err, scheduler.ErrClosed)
+	require.ErrorIs(t, r.w.Run(context.Background()), scheduler.ErrClosed)
+}
+
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	require.True(t, e.sched.Health(context.Background()).OK())
+	require.NoError(t, e.broker.Close())
+	h := e.sched.Health(context.Background())
+	require.False(t, h.OK())
+	require.ErrorIs(t, h.Broker, scheduler.ErrClosed)
+	require.NoError(t, h.Store)
+}
+
+func TestObserverSeesDeadAndCanceled(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	e := newEnv(t, scheduler.WithObserver(rec))
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"bad": func(context.Context, *scheduler.Task) error { return errors.New("no") }})
+	dead := submit(t, e.sched, "bad", "", scheduler.WithMaxRetries(0))
+	waitState(t, e.sched, dead, scheduler.StateDead)
+	canceled := submit(t, e.sched, "bad", "", scheduler.WithDelay(time.Hour))
+	require.NoError(t, e.sched.Cancel(context.Background(), canceled))
+	require.Eventually(t, func() bool { return len(rec.kinds(dead)) == 4 }, wait, time.Millisecond)
+	require.Equal(t, []string{"submitted", "started", "failed", "dead"}, rec.kinds(dead))
+	require.Equal(t, []string{"submitted", "canceled"}, rec.kinds(canceled))
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ev := range rec.events {
+		assert.False(t, ev.Time.IsZero())
+		if ev.Kind == scheduler.EventDead {
+			assert.EqualError(t, ev.Err, "no")
+		}
+	}
+}

@@ -1,0 +1,574 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// HandlerFunc runs one attempt of a task. Returning nil marks the task
+// succeeded (with t.Result stored if the handler set it); an error fails
+// the attempt, which is retried with backoff until the task's retries are
+// used up; SkipRetry (wrapped or not) makes it dead at once; Snooze
+// reschedules it. ctx ends at the task's timeout, when the task is
+// canceled, and when the worker stops: a handler must return soon after.
+// A panic fails the attempt like an error.
+type HandlerFunc func(ctx context.Context, t *Task) error
+
+// Worker takes tasks from its queues and runs their handlers. Register
+// handlers with Handle before Run. Any number of workers, in one process or
+// many, share the work of a queue.
+type Worker struct {
+	s        *Scheduler
+	cfg      workerConfig
+	log      *zap.Logger
+	host     string
+	handlers map[string]HandlerFunc
+	hmu      sync.RWMutex
+
+	running   atomic.Bool
+	startedAt time.Time
+	inflight  sync.Map // task id -> context.CancelCauseFunc
+	nInFlight atomic.Int64
+}
+
+// errCanceled is the cause a canceled task's handler context carries.
+var errCanceled = errors.New("scheduler: task canceled")
+
+// errWorkerStopping is the cause when the worker stops before the task ends.
+var errWorkerStopping = errors.New("scheduler: worker stopping")
+
+// NewWorker returns a Worker of s. It does nothing until Run.
+func (s *Scheduler) NewWorker(opts ...WorkerOption) (*Worker, error) {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	cfg := workerConfig{
+		concurrency:     10,
+		queues:          []string{DefaultQueue},
+		shutdownTimeout: 30 * time.Second,
+		heartbeat:       2 * time.Second,
+	}
+	for _, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: nil worker option", ErrInvalidOption)
+		}
+		o.applyWorker(&cfg)
+	}
+	if cfg.id == "" {
+		cfg.id = fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.IntN(1<<16))
+	}
+	if cfg.prefetch == 0 {
+		cfg.prefetch = cfg.concurrency
+	}
+	switch {
+	case cfg.concurrency < 1:
+		return nil, fmt.Errorf("%w: concurrency %d, must be at least 1", ErrInvalidOption, cfg.concurrency)
+	case cfg.prefetch < 1:
+		return nil, fmt.Errorf("%w: prefetch %d, must be at least 1", ErrInvalidOption, cfg.prefetch)
+	case len(cfg.queues) == 0:
+		return nil, fmt.Errorf("%w: no queues", ErrInvalidOption)
+	case cfg.shutdownTimeout < 0:
+		return nil, fmt.Errorf("%w: shutdown timeout %s, must not be negative", ErrInvalidOption, cfg.shutdownTimeout)
+	case cfg.heartbeat <= 0:
+		return nil, fmt.Errorf("%w: heartbeat interval %s, must be positive", ErrInvalidOption, cfg.heartbeat)
+	}
+	for _, q := range cfg.queues {
+		if err := validateQueue(q); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+	}
+	if err := validateName("worker_id", cfg.id, MaxIDLen*2, "._:-"); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	slices.Sort(cfg.queues)
+	cfg.queues = slices.Compact(cfg.queues)
+	return &Worker{
+		s:        s,
+		cfg:      cfg,
+		log:      s.log.With(zap.String("worker_id", cfg.id)),
+		host:     host,
+		handlers: make(map[string]HandlerFunc),
+	}, nil
+}
+
+// ID returns the worker's ID.
+func (w *Worker) ID() string { return w.cfg.id }
+
+// Handle registers h for tasks of taskType, replacing any earlier handler.
+// It may be called while the worker runs.
+func (w *Worker) Handle(taskType string, h HandlerFunc) {
+	w.hmu.Lock()
+	defer w.hmu.Unlock()
+	w.handlers[taskType] = h
+}
+
+func (w *Worker) handler(taskType string) HandlerFunc {
+	w.hmu.RLock()
+	defer w.hmu.RUnlock()
+	return w.handlers[taskType]
+}
+
+// Run takes and runs tasks until ctx ends, then drains: it stops taking
+// tasks, waits up to the shutdown timeout for the running ones, then
+// cancels what still runs and hands it back to the broker for another
+// worker. It returns nil after a clean drain, ErrShutdownTimeout if it had
+// to hand tasks back, or the error that kept it from starting or from
+// receiving (a closed broker). Run also keeps the worker's heartbeat and
+// does the cluster's periodic sweep when its turn comes.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	defer w.running.Store(false)
+	if w.s.closed.Load() {
+		return ErrClosed
+	}
+	if err := w.s.register(w); err != nil {
+		return err
+	}
+	defer w.s.unregister(w)
+
+	consumers := make([]Consumer, 0, len(w.cfg.queues))
+	closeConsumers := func() {
+		for _, c := range consumers {
+			if err := c.Close(); err != nil && !errors.Is(err, ErrClosed) {
+				w.log.Warn("closing consumer", zap.Error(err))
+			}
+		}
+	}
+	for _, q := range w.cfg.queues {
+		c, err := w.s.broker.Consume(ctx, q, w.cfg.prefetch)
+		if err != nil {
+			closeConsumers()
+			return fmt.Errorf("scheduler: consume %s: %w", q, err)
+		}
+		consumers = append(consumers, c)
+	}
+	w.startedAt = w.s.now()
+	w.log.Info("worker started", zap.Strings("queues", w.cfg.queues), zap.Int("concurrency", w.cfg.concurrency))
+
+	// hard ends the handlers: it is canceled only when the drain times out.
+	// Handler contexts keep ctx's values but not its cancellation.
+	hard, hardCancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer hardCancel(nil)
+	stopTaking := make(chan struct{})
+	lost := make(chan error, len(consumers))
+	work := make(chan Delivery)
+
+	var feeders, slots, background sync.WaitGroup
+	for i, c := range consumers {
+		feeders.Go(func() { w.feed(c, w.cfg.queues[i], work, stopTaking, lost) })
+	}
+	for range w.cfg.concurrency {
+		slots.Go(func() {
+			for {
+				select {
+				case d := <-work:
+					w.process(hard, d)
+				case <-stopTaking:
+					return
+				}
+			}
+		})
+	}
+	bgCtx, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
+	background.Go(func() { w.heartbeatLoop(bgCtx) })
+	background.Go(func() { w.sweepLoop(bgCtx) })
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-lost:
+	}
+	w.log.Info("worker draining", zap.Int64("in_flight", w.nInFlight.Load()))
+	close(stopTaking)
+	feeders.Wait()
+
+	drained := make(chan struct{})
+	go func() { slots.Wait(); close(drained) }()
+	timer := time.NewTimer(w.cfg.shutdownTimeout)
+	select {
+	case <-drained:
+		timer.Stop()
+	case <-timer.C:
+		w.log.Warn("shutdown timeout: handing unfinished tasks back", zap.Int64("in_flight", w.nInFlight.Load()))
+		hardCancel(errWorkerStopping)
+		<-drained
+		if runErr == nil {
+			runErr = ErrShutdownTimeout
+		}
+	}
+	closeConsumers()
+	bgCancel()
+	background.Wait()
+	rmCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if err := w.s.store.RemoveWorker(rmCtx, w.cfg.id); err != nil {
+		w.log.Warn("removing worker heartbeat", zap.Error(err))
+	}
+	cancel()
+	w.log.Info("worker stopped")
+	return runErr
+}
+
+// feed forwards deliveries of one consumer to the slots until told to stop.
+// A delivery it holds when stopping stays unsettled; closing the consumer
+// returns it to the queue.
+func (w *Worker) feed(c Consumer, queue string, work chan<- Delivery, stop <-chan struct{}, lost chan<- error) {
+	for {
+		select {
+		case d, ok := <-c.Deliveries():
+			if !ok {
+				lost <- fmt.Errorf("scheduler: queue %s: %w", queue, ErrClosed)
+				return
+			}
+			select {
+			case work <- d:
+			case <-stop:
+				return
+			}
+		case <-stop:
+			return
+		}
+	}
+}
+
+// process runs one delivery to its end: start, handler, outcome, settle.
+// Every state change is stored before the message is settled.
+func (w *Worker) process(hard context.Context, d Delivery) {
+	m := d.Message()
+	log := w.log.With(zap.String("task_id", m.TaskID), zap.String("queue", m.Queue))
+	start := w.s.now()
+	t, err := retryStore(hard, w, func(ctx context.Context) (*Task, error) {
+		return w.s.store.Start(ctx, m.TaskID, StartParams{Attempt: m.Attempt, Redelivered: d.Redelivered(), WorkerID: w.cfg.id, Now: start})
+	})
+	switch {
+	case errors.Is(err, ErrTaskFinished) || errors.Is(err, ErrStaleAttempt):
+		log.Debug("dropping stale or duplicate message", zap.Int("message_attempt", m.Attempt), zap.Error(err))
+		w.settle(d, log, d.Ack)
+		return
+	case errors.Is(err, ErrTaskNotFound) || errors.Is(err, ErrInvalidTask):
+		log.Warn("message for an unknown task: dead-lettering it", zap.Error(err))
+		w.settle(d, log, func(ctx context.Context) error { return d.DeadLetter(ctx, err.Error()) })
+		return
+	case err != nil:
+		log.Warn("could not start task; handing it back", zap.Error(err))
+		w.settle(d, log, d.Requeue)
+		return
+	}
+	log = log.With(zap.String("type", t.Type), zap.Int("attempt", t.Attempt))
+	wait := start.Sub(t.RunAt)
+	if t.RunAt.IsZero() || t.RunAt.Before(t.CreatedAt) {
+		wait = start.Sub(t.CreatedAt)
+	}
+	log.Debug("task started", zap.Duration("wait", wait))
+	w.s.emit(Event{Kind: EventStarted, Task: t, Wait: max(wait, 0), WorkerID: w.cfg.id, Time: start})
+
+	herr, handedBack := w.run(hard, t)
+	if handedBack {
+		w.handBack(t, d, log)
+		return
+	}
+	w.finish(hard, t, d, herr, w.s.now().Sub(start), log)
+}
+
+// run calls the task's handler in its own goroutine, so that a handler
+// ignoring its context cannot hold up a stopping worker. It returns the
+// handler's error, or handedBack when the worker stopped first.
+func (w *Worker) run(hard context.Context, t *Task) (err error, handedBack bool) {
+	h := w.handler(t.Type)
+	if h == nil {
+		return fmt.Errorf("%w %q", ErrNoHandler, t.Type), false
+	}
+	ctx, cancel := context.WithCancelCause(hard)
+	defer cancel(nil)
+	if t.Timeout > 0 {
+		var c context.CancelFunc
+		ctx, c = context.WithTimeout(ctx, t.Timeout)
+		defer c()
+	}
+	w.inflight.Store(t.ID, cancel)
+	w.nInFlight.Add(1)
+	defer func() {
+		w.inflight.Delete(t.ID)
+		w.nInFlight.Add(-1)
+	}()
+
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				done <- &PanicError{Value: v, Stack: debug.Stack()}
+			}
+		}()
+		done <- h(ctx, t)
+	}()
+	select {
+	case err := <-done:
+		// A handler that gave up because the worker is stopping did not
+		// fail: its task goes back to the queue.
+		return err, err != nil && hard.Err() != nil
+	case <-hard.Done():
+		select {
+		case err := <-done:
+			return err, err != nil
+		default:
+			return nil, true
+		}
+	}
+}
+
+// cancelTask cancels the handler context of a task running here.
+func (w *Worker) cancelTask(id string) {
+	if c, ok := w.inflight.Load(id); ok {
+		c.(context.CancelCauseFunc)(errCanceled)
+	}
+}
+
+// handBack returns an unfinished task to its queue when the worker stops.
+func (w *Worker) handBack(t *Task, d Delivery, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := w.s.store.Finish(ctx, t.ID, FinishParams{Attempt: t.Attempt, State: StatePending, Now: w.s.now()}); err != nil {
+		log.Warn("handing back: could not store pending (the redelivery takes the task over)", zap.Error(err))
+	}
+	log.Info("task handed back for redelivery")
+	w.settle(d, log, d.Requeue)
+}
+
+// finish stores the outcome of an attempt, publishes its next attempt if
+// any, and settles the delivery.
+func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, ran time.Duration, log *zap.Logger) {
+	now := w.s.now()
+	p := FinishParams{Attempt: t.Attempt, Now: now}
+	var snooze *SnoozeError
+	var panicked *PanicError
+	switch {
+	case herr == nil:
+		p.State, p.Result = StateSucceeded, t.Result
+	case errors.As(herr, &snooze):
+		p.State, p.RunAt, p.AddRetries = StateScheduled, now.Add(snooze.After), 1
+	case errors.Is(herr, SkipRetry) || t.Attempt > t.MaxRetries:
+		p.State, p.Error = StateDead, errorText(herr)
+	default:
+		p.State, p.Error, p.RunAt = StateRetrying, errorText(herr), now.Add(w.s.cfg.retry(t.Attempt, herr))
+	}
+	if errors.As(herr, &panicked) {
+		log.Error("handler panicked", zap.Any("panic", panicked.Value), zap.ByteString("stack", panicked.Stack))
+	}
+	done, err := retryStore(hard, w, func(ctx context.Context) (*Task, error) {
+		return w.s.store.Finish(ctx, t.ID, p)
+	})
+	switch {
+	case errors.Is(err, ErrTaskFinished) || errors.Is(err, ErrStaleAttempt):
+		log.Info("attempt outcome discarded: the task was canceled or taken over", zap.String("outcome", string(p.State)), zap.Error(err))
+		w.settle(d, log, d.Ack)
+		return
+	case err != nil:
+		log.Warn("could not store the attempt's outcome; the message will be redelivered", zap.Error(err))
+		return // unsettled: closing the consumer requeues it
+	}
+	log = log.With(zap.Duration("duration", ran))
+	ev := Event{Task: done, Duration: ran, WorkerID: w.cfg.id, Time: now}
+	switch p.State {
+	case StateSucceeded:
+		log.Debug("task succeeded")
+		ev.Kind = EventSucceeded
+		w.s.emit(ev)
+		w.settle(d, log, d.Ack)
+	case StateDead:
+		log.Error("task dead", zap.Error(herr))
+		ev.Err = herr
+		ev.Kind = EventFailed
+		w.s.emit(ev)
+		ev.Kind = EventDead
+		w.s.emit(ev)
+		w.settle(d, log, func(ctx context.Context) error { return d.DeadLetter(ctx, p.Error) })
+	case StateRetrying, StateScheduled:
+		if p.State == StateRetrying {
+			log.Warn("task attempt failed; retrying", zap.Error(herr), zap.Time("run_at", p.RunAt))
+			ev.Err = herr
+			ev.Kind = EventFailed
+			w.s.emit(ev)
+			ev.Kind = EventRetried
+			ev.Err = nil
+			w.s.emit(ev)
+		} else {
+			log.Debug("task snoozed", zap.Time("run_at", p.RunAt))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := w.s.broker.Publish(ctx, messageFor(done, now)); err != nil {
+			log.Warn("publishing the next attempt failed; the sweep publishes it", zap.Error(err))
+		} else {
+			w.s.published.add(t.ID)
+		}
+		cancel()
+		w.settle(d, log, d.Ack)
+	}
+}
+
+// errorText is the short form of a handler error kept in LastError.
+func errorText(err error) string {
+	var p *PanicError
+	if errors.As(err, &p) {
+		return p.Error()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout: " + err.Error()
+	}
+	return err.Error()
+}
+
+// settle acks, requeues or dead-letters a delivery, logging a failure: the
+// broker then redelivers the message and the attempt fence drops it.
+func (w *Worker) settle(d Delivery, log *zap.Logger, op func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := op(ctx); err != nil {
+		log.Warn("settling message failed; it will be redelivered and dropped as stale", zap.Error(err))
+	}
+}
+
+// retryStore calls op until it succeeds or fails with a definite answer
+// (a sentinel of this package); store outages are waited out with backoff
+// until stop ends. Each call of op gets its own timeout, not stop's
+// cancellation, so a stopping worker still records what it can.
+func retryStore(stop context.Context, w *Worker, op func(context.Context) (*Task, error)) (*Task, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		octx, cancel := context.WithTimeout(context.WithoutCancel(stop), 10*time.Second)
+		t, err := op(octx)
+		cancel()
+		if err == nil || definite(err) {
+			return t, err
+		}
+		w.log.Warn("store unavailable; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-stop.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// definite reports whether err is an answer from the store rather than a
+// failure to reach it.
+func definite(err error) bool {
+	for _, e := range []error{ErrTaskNotFound, ErrTaskFinished, ErrStaleAttempt, ErrInvalidTask, ErrNotRetryable, ErrClosed} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// heartbeatLoop records the worker as alive every interval and cancels
+// the running tasks the store reports canceled.
+func (w *Worker) heartbeatLoop(ctx context.Context) {
+	ticker := time.NewTicker(w.cfg.heartbeat)
+	defer ticker.Stop()
+	for {
+		info := WorkerInfo{
+			ID: w.cfg.id, Host: w.host, PID: os.Getpid(), Queues: w.cfg.queues,
+			Concurrency: w.cfg.concurrency, InFlight: int(w.nInFlight.Load()),
+			StartedAt: w.startedAt, LastBeat: w.s.now(),
+		}
+		hctx, cancel := context.WithTimeout(ctx, w.cfg.heartbeat)
+		canceled, err := w.s.store.Heartbeat(hctx, info, 3*w.cfg.heartbeat)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("heartbeat failed", zap.Error(err))
+		}
+		for _, id := range canceled {
+			w.cancelTask(id)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// sweepLoop, once per sweep interval and in one worker of the cluster,
+// republishes tasks whose message was never confirmed and purges expired
+// ones.
+func (w *Worker) sweepLoop(ctx context.Context) {
+	every := w.s.cfg.sweepInterval
+	ticker := time.NewTicker(every)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		now := w.s.now()
+		key := "sweep:" + strconv.FormatInt(now.UnixNano()/int64(every), 10)
+		won, err := w.s.store.Claim(ctx, key, every)
+		if err != nil || !won {
+			continue
+		}
+		if err := w.s.sweep(ctx, now); err != nil && ctx.Err() == nil {
+			w.log.Warn("sweep failed", zap.Error(err))
+		}
+	}
+}
+
+// sweep republishes outbox tasks unconfirmed for three sweep intervals and
+// purges tasks finished longer ago than the retention.
+func (s *Scheduler) sweep(ctx context.Context, now time.Time) error {
+	const batch = 500
+	for {
+		due, err := s.store.Outbox(ctx, now.Add(-3*s.cfg.sweepInterval), batch)
+		if err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		var msgs []Message
+		ids := make([]string, 0, len(due))
+		for _, t := range due {
+			ids = append(ids, t.ID)
+			if t.State.Waiting() {
+				msgs = append(msgs, messageFor(t, now))
+			}
+		}
+		if len(msgs) > 0 {
+			if err := s.broker.Publish(ctx, msgs...); err != nil {
+				return fmt.Errorf("republish: %w", err)
+			}
+			s.log.Info("republished tasks whose message was not confirmed", zap.Int("tasks", len(msgs)))
+		}
+		if len(ids) > 0 {
+			if err := s.store.Published(ctx, ids...); err != nil {
+				return fmt.Errorf("outbox: %w", err)
+			}
+		}
+		if len(due) < batch {
+			break
+		}
+	}
+	if s.cfg.retention > 0 {
+		for {
+			n, err := s.store.Purge(ctx, now.Add(-s.cfg.retention), batch)
+			if err != nil {
+				return fmt.Errorf("purge: %w", err)
+			}
+			if n < batch {
+				break
+			}
+		}
+	}
+	return nil
+}
