@@ -277,7 +277,7 @@ func (h *harness) checkConsistent(t testing.TB) {
 		r, ok := records[id]
 		require.True(t, ok, "unique key %s held by %s which has no record", k, id)
 		require.False(t, r.State.Terminal(), "unique key %s held by finished task %s", k, id)
-		require.Equal(t, k, h.ns+":u:"+jsonBody(r.UniqueKey))
+		require.Equal(t, k, h.ns+":u:"+stored(r.UniqueKey))
 	}
 }
 

@@ -12,98 +12,32 @@ import "github.com/redis/go-redis/v9"
 // already recorded is a retry of a call that already applied (go-redis
 // resends a command whose reply was lost) and changes nothing.
 //
-// A task record is the JSON object written by scheduler.Task.MarshalJSON.
-// Scripts never decode and re-encode it as a whole (that would rewrite the
-// payload's numbers and escapes): decode splits the object into its
-// top-level members as raw JSON text, transitions replace the few members
-// they change with values encoded in Go, and encode joins the members
-// again. Member order does not matter to the decoder.
-const luaPrelude = `
+// A task record is the JSON object of scheduler.Task with its payload and
+// result members moved last (JSON member order is free; the Go decoder does
+// not care). Everything before them, the head, holds only strings and
+// integers, and since a JSON string cannot contain an unescaped quote, the
+// first `,"payload` or `,"result` in the record is where the tail starts.
+// Scripts decode the small head with cjson, change it, encode it again and
+// append the tail untouched: a payload or result is never decoded or
+// rewritten by a script, so it stays byte for byte what was stored.
+const luaCore = `
 local P = ARGV[1]
-local TERMINAL = {succeeded = true, dead = true, canceled = true}
-local WAITING = {pending = true, scheduled = true, retrying = true}
-local STATES = {'pending', 'scheduled', 'running', 'retrying', 'succeeded', 'dead', 'canceled'}
-local VALID = {}
-for _, s in ipairs(STATES) do VALID[s] = true end
-
-local function skipws(s, i) return string.find(s, '[^ \t\r\n]', i) end
-
-local function scanstr(s, i)
-  local j = i + 1
-  while true do
-    local k = string.find(s, '["\\]', j)
-    if not k then return nil end
-    if string.byte(s, k) == 34 then return k + 1 end
-    j = k + 2
-  end
-end
-
-local function scanval(s, i)
-  local c = string.byte(s, i)
-  if c == 34 then return scanstr(s, i) end
-  if c == 123 or c == 91 then
-    local depth, j = 0, i
-    while true do
-      local k = string.find(s, '[%[%]{}"]', j)
-      if not k then return nil end
-      local b = string.byte(s, k)
-      if b == 34 then
-        j = scanstr(s, k)
-        if not j then return nil end
-      else
-        if b == 123 or b == 91 then depth = depth + 1 else depth = depth - 1 end
-        j = k + 1
-        if depth == 0 then return j end
-      end
-    end
-  end
-  local k = string.find(s, '[,}%]%s]', i)
-  if not k or k == i then return nil end
-  return k
-end
-
--- decode returns the top-level members of a JSON object as raw text:
--- the keys in order and the values by key; nil when s is not an object.
-local function decode(s)
-  if type(s) ~= 'string' then return nil end
-  local i = skipws(s, 1)
-  if not i or string.byte(s, i) ~= 123 then return nil end
-  i = skipws(s, i + 1)
-  if not i then return nil end
-  local keys, vals = {}, {}
-  if string.byte(s, i) == 125 then return keys, vals end
-  while true do
-    if string.byte(s, i) ~= 34 then return nil end
-    local e = scanstr(s, i)
-    if not e then return nil end
-    local key = string.sub(s, i + 1, e - 2)
-    i = skipws(s, e)
-    if not i or string.byte(s, i) ~= 58 then return nil end
-    i = skipws(s, i + 1)
-    if not i then return nil end
-    e = scanval(s, i)
-    if not e then return nil end
-    if vals[key] == nil then keys[#keys + 1] = key end
-    vals[key] = string.sub(s, i, e - 1)
-    i = skipws(s, e)
-    if not i then return nil end
-    local c = string.byte(s, i)
-    if c == 125 then break end
-    if c ~= 44 then return nil end
-    i = skipws(s, i + 1)
-    if not i then return nil end
-  end
-  return keys, vals
-end
-
--- str returns the body of a raw JSON string value (still escaped).
-local function str(v)
-  if v == nil or string.byte(v, 1) ~= 34 then return nil end
-  return string.sub(v, 2, -2)
-end
-
 local function tkey(id) return P .. ':t:' .. id end
 local function ikey(state, q, t) return P .. ':i:' .. state .. ':' .. q .. ':' .. t end
+local function opkey() return P .. ':op:' .. ARGV[2] end
+local function seen() return redis.call('GET', opkey()) end
+local function done(v) redis.call('SET', opkey(), v, 'PX', ARGV[3]) end
+local STATES = {'pending', 'scheduled', 'running', 'retrying', 'succeeded', 'dead', 'canceled'}
+local TERMINAL = {succeeded = true, dead = true, canceled = true}
+`
+
+// luaRecord reads and writes task records.
+const luaRecord = `
+local WAITING = {pending = true, scheduled = true, retrying = true}
+local VALID = {pending = true, scheduled = true, running = true, retrying = true, succeeded = true, dead = true, canceled = true}
+local HEAD = {'id', 'type', 'queue', 'priority', 'state', 'attempt', 'max_retries', 'timeout', 'run_at',
+  'created_at', 'started_at', 'finished_at', 'last_error', 'worker_id', 'unique_key'}
+local INT = {priority = true, attempt = true, max_retries = true}
 
 -- load reads and decodes the record of id: nil and 'notfound' or 'corrupt'
 -- when it cannot.
@@ -111,39 +45,41 @@ local function load(id)
   local s = redis.pcall('GET', tkey(id))
   if type(s) == 'table' and s.err then return nil, 'corrupt' end
   if not s then return nil, 'notfound' end
-  local keys, vals = decode(s)
-  if not keys then return nil, 'corrupt' end
-  local r = {k = keys, v = vals, id = id}
-  r.state = str(vals.state)
-  r.attempt = tonumber(vals.attempt)
-  r.queue = str(vals.queue)
-  r.type = str(vals.type)
-  if not r.state or not VALID[r.state] or not r.attempt or not r.queue or not r.type or str(vals.id) ~= id then
+  local cut = string.find(s, ',"payload', 1, true)
+  local cut2 = string.find(s, ',"result', 1, true)
+  if cut2 and (not cut or cut2 < cut) then cut = cut2 end
+  local head, tail = s, '}'
+  if cut then
+    head = string.sub(s, 1, cut - 1) .. '}'
+    tail = string.sub(s, cut)
+  end
+  local ok, v = pcall(cjson.decode, head)
+  if not ok or type(v) ~= 'table' or v.id ~= id or not VALID[v.state] or type(v.attempt) ~= 'number'
+    or type(v.queue) ~= 'string' or type(v.type) ~= 'string' or string.sub(tail, -1) ~= '}' then
     return nil, 'corrupt'
   end
-  return r
+  return {v = v, tail = tail, id = id, state = v.state, attempt = v.attempt, queue = v.queue, type = v.type}
 end
 
--- set replaces member k of record r; v nil or '' removes it.
-local function set(r, k, v)
-  if v == '' then v = nil end
-  if v ~= nil and r.v[k] == nil then
-    local found = false
-    for _, x in ipairs(r.k) do
-      if x == k then found = true break end
-    end
-    if not found then r.k[#r.k + 1] = k end
-  end
-  r.v[k] = v
+-- set replaces head member k of r; '' removes it.
+local function set(r, k, x)
+  if x == '' then x = nil end
+  r.v[k] = x
 end
 
 local function save(r)
   local parts = {}
-  for _, k in ipairs(r.k) do
-    local v = r.v[k]
-    if v ~= nil then parts[#parts + 1] = '"' .. k .. '":' .. v end
+  for _, k in ipairs(HEAD) do
+    local x = r.v[k]
+    if x ~= nil then
+      if INT[k] then
+        parts[#parts + 1] = '"' .. k .. '":' .. string.format('%d', x)
+      else
+        parts[#parts + 1] = '"' .. k .. '":' .. cjson.encode(x)
+      end
+    end
   end
-  local s = '{' .. table.concat(parts, ',') .. '}'
+  local s = '{' .. table.concat(parts, ',') .. r.tail
   redis.call('SET', tkey(r.id), s)
   return s
 end
@@ -155,25 +91,22 @@ local function move(r, to)
     redis.call('ZADD', ikey(to, r.queue, r.type), 0, r.id)
   end
   r.state = to
-  r.v.state = '"' .. to .. '"'
+  r.v.state = to
 end
 
 -- release frees the unique key of r if r still holds it.
 local function release(r)
-  local uk = str(r.v.unique_key)
-  if uk and uk ~= '' then
+  local uk = r.v.unique_key
+  if type(uk) == 'string' and uk ~= '' then
     local k = P .. ':u:' .. uk
     if redis.call('GET', k) == r.id then redis.call('DEL', k) end
   end
 end
-
-local function opkey() return P .. ':op:' .. ARGV[2] end
-local function seen() return redis.call('GET', opkey()) end
-local function done(v) redis.call('SET', opkey(), v, 'PX', ARGV[3]) end
 `
 
-// createScript: ARGV[4] = n, then per task: id, json, state, queue, type,
-// unique key body, outbox score. Replies {'ok'|'replay', holders} where
+// createScript: ARGV[4] = n, then per task: id, record, state, queue, type,
+// unique key, outbox score. A unique key is free when its holder is gone or
+// finished (in the finished index, which agrees with the records). Replies {'ok'|'replay', holders} where
 // holders has one comma-separated entry per task: empty when stored, else
 // the ID of the task holding its ID or unique key.
 const createBody = `
@@ -190,9 +123,8 @@ for i = 0, n - 1 do
   elseif uk ~= '' then
     local ukey = P .. ':u:' .. uk
     local h = redis.call('GET', ukey)
-    if h and h ~= id then
-      local hr = load(h)
-      if hr and not TERMINAL[hr.state] then holder = h end
+    if h and h ~= id and redis.call('EXISTS', tkey(h)) == 1 and not redis.call('ZSCORE', P .. ':d', h) then
+      holder = h
     end
     if holder == '' then redis.call('SET', ukey, id) end
   end
@@ -209,8 +141,8 @@ done(out)
 return {'ok', out}
 `
 
-// startScript: ARGV[4..8] = id, attempt, redelivered (0/1), worker ID
-// token, now token.
+// startScript: ARGV[4..8] = id, attempt, redelivered (0/1), worker ID,
+// now (RFC 3339).
 const startBody = `
 if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
 local r, err = load(ARGV[4])
@@ -221,7 +153,7 @@ local ok = (WAITING[r.state] and r.attempt == a) or
   (ARGV[6] == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt == a + 1)
 if not ok then return {'stale'} end
 move(r, 'running')
-r.v.attempt = tostring(r.attempt + 1)
+r.v.attempt = r.attempt + 1
 set(r, 'started_at', ARGV[8])
 set(r, 'worker_id', ARGV[7])
 redis.call('ZREM', P .. ':o', r.id)
@@ -230,9 +162,9 @@ done('1')
 return {'ok', s}
 `
 
-// finishScript: ARGV[4..13] = id, attempt, new state, error token, result
-// member name, result value, run-at token, added retries, now token, now
-// score.
+// finishScript: ARGV[4..12] = id, attempt, new state, error, result member
+// (`,"result":...` as Task.MarshalJSON writes it, or empty), run at, added
+// retries, now (RFC 3339), now score.
 const finishBody = `
 if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
 local r, err = load(ARGV[4])
@@ -242,28 +174,24 @@ if r.state ~= 'running' or r.attempt ~= tonumber(ARGV[5]) then return {'stale'} 
 local to = ARGV[6]
 move(r, to)
 if ARGV[7] ~= '' then set(r, 'last_error', ARGV[7]) end
-if ARGV[8] ~= '' then
-  set(r, 'result', nil)
-  set(r, 'result_base64', nil)
-  set(r, ARGV[8], ARGV[9])
-end
-if ARGV[10] ~= '' then set(r, 'run_at', ARGV[10]) end
-local add = tonumber(ARGV[11])
-if add > 0 then r.v.max_retries = tostring((tonumber(r.v.max_retries) or 0) + add) end
+if ARGV[8] ~= '' then r.tail = string.sub(r.tail, 1, -2) .. ARGV[8] .. '}' end
+if ARGV[9] ~= '' then set(r, 'run_at', ARGV[9]) end
+local add = tonumber(ARGV[10])
+if add > 0 then r.v.max_retries = (tonumber(r.v.max_retries) or 0) + add end
 if TERMINAL[to] then
-  set(r, 'finished_at', ARGV[12])
-  redis.call('ZADD', P .. ':d', ARGV[13], r.id)
+  set(r, 'finished_at', ARGV[11])
+  redis.call('ZADD', P .. ':d', ARGV[12], r.id)
   release(r)
 elseif to == 'retrying' or to == 'scheduled' then
-  redis.call('ZADD', P .. ':o', ARGV[13], r.id)
+  redis.call('ZADD', P .. ':o', ARGV[12], r.id)
 end
 local s = save(r)
 done('1')
 return {'ok', s}
 `
 
-// cancelScript: ARGV[4..8] = id, reason token, only unstarted (0/1), now
-// token, now score, ARGV[9] = cancel request TTL in ms.
+// cancelScript: ARGV[4..9] = id, reason, only unstarted (0/1), now (RFC
+// 3339), now score, cancel request TTL in ms.
 const cancelBody = `
 if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
 local r, err = load(ARGV[4])
@@ -277,8 +205,8 @@ move(r, 'canceled')
 if ARGV[5] ~= '' then set(r, 'last_error', ARGV[5]) end
 set(r, 'finished_at', ARGV[7])
 if was == 'running' then
-  local w = str(r.v.worker_id)
-  if w and w ~= '' then
+  local w = r.v.worker_id
+  if type(w) == 'string' and w ~= '' then
     local k = P .. ':wc:' .. w
     redis.call('SADD', k, r.id)
     redis.call('PEXPIRE', k, ARGV[9])
@@ -299,7 +227,7 @@ local r, err = load(ARGV[4])
 if not r then return {err} end
 if r.state ~= 'dead' and r.state ~= 'canceled' then return {'notretryable'} end
 move(r, 'pending')
-r.v.max_retries = tostring((tonumber(r.v.max_retries) or 0) + r.attempt)
+r.v.max_retries = (tonumber(r.v.max_retries) or 0) + r.attempt
 set(r, 'finished_at', nil)
 redis.call('ZREM', P .. ':d', r.id)
 redis.call('ZADD', P .. ':o', ARGV[5], r.id)
@@ -355,7 +283,7 @@ for _, id in ipairs(corrupt) do out[#out + 1] = id end
 return out
 `
 
-// heartbeatScript: ARGV[4..6] = worker ID body, worker JSON, TTL in ms.
+// heartbeatScript: ARGV[4..6] = worker ID, worker JSON, TTL in ms.
 // Replies {'ok'|'replay', comma-separated canceled task IDs}.
 const heartbeatBody = `
 local prev = seen()
@@ -374,22 +302,25 @@ done(out)
 return {'ok', out}
 `
 
-// removeWorkerScript: ARGV[2] = worker ID body. Idempotent by nature.
+// removeWorkerScript: ARGV[2] = worker ID. Idempotent by nature.
 const removeWorkerBody = `
 redis.call('DEL', P .. ':w:' .. ARGV[2], P .. ':wc:' .. ARGV[2])
 redis.call('ZREM', P .. ':ws', ARGV[2])
 return 1
 `
 
-// workersScript replies with the JSON of every worker whose heartbeat has
-// not expired.
+// workersScript replies {id, JSON, ...} for every worker whose heartbeat
+// has not expired.
 const workersBody = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. ':ws', '(' .. now, '+inf')) do
   local v = redis.call('GET', P .. ':w:' .. w)
-  if v then out[#out + 1] = v end
+  if v then
+    out[#out + 1] = w
+    out[#out + 1] = v
+  end
 end
 return out
 `
@@ -489,19 +420,19 @@ return out
 `
 
 var (
-	createScript       = redis.NewScript(luaPrelude + createBody)
-	startScript        = redis.NewScript(luaPrelude + startBody)
-	finishScript       = redis.NewScript(luaPrelude + finishBody)
-	cancelScript       = redis.NewScript(luaPrelude + cancelBody)
-	retryScript        = redis.NewScript(luaPrelude + retryBody)
-	purgeScript        = redis.NewScript(luaPrelude + purgeBody)
-	heartbeatScript    = redis.NewScript(luaPrelude + heartbeatBody)
-	removeWorkerScript = redis.NewScript(luaPrelude + removeWorkerBody)
-	workersScript      = redis.NewScript(luaPrelude + workersBody)
+	createScript       = redis.NewScript(luaCore + createBody)
+	startScript        = redis.NewScript(luaCore + luaRecord + startBody)
+	finishScript       = redis.NewScript(luaCore + luaRecord + finishBody)
+	cancelScript       = redis.NewScript(luaCore + luaRecord + cancelBody)
+	retryScript        = redis.NewScript(luaCore + luaRecord + retryBody)
+	purgeScript        = redis.NewScript(luaCore + luaRecord + purgeBody)
+	heartbeatScript    = redis.NewScript(luaCore + heartbeatBody)
+	removeWorkerScript = redis.NewScript(luaCore + removeWorkerBody)
+	workersScript      = redis.NewScript(luaCore + workersBody)
 	claimLua           = redis.NewScript(claimScript)
-	listScript         = redis.NewScript(luaPrelude + listBody)
-	countsScript       = redis.NewScript(luaPrelude + countsBody)
-	outboxScript       = redis.NewScript(luaPrelude + outboxBody)
+	listScript         = redis.NewScript(luaCore + listBody)
+	countsScript       = redis.NewScript(luaCore + countsBody)
+	outboxScript       = redis.NewScript(luaCore + outboxBody)
 )
 
 // allScripts lists every script, for preloading.

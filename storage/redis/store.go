@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -128,14 +130,13 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 				&scheduler.ValidationError{Field: "id", Reason: fmt.Sprintf("same ID as task %d of the batch", j)})
 		}
 		ids[t.ID] = i
-		js, err := json.Marshal(t)
+		js, err := record(t)
 		if err != nil {
-			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID,
-				&scheduler.ValidationError{Field: "task", Reason: err.Error()})
+			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID, err)
 		}
 		uk := ""
 		if t.UniqueKey != "" {
-			uk = jsonBody(t.UniqueKey)
+			uk = stored(t.UniqueKey)
 		}
 		prep[i] = prepared{t: t, args: []any{t.ID, js, string(t.State), t.Queue, t.Type, uk, micros(t.CreatedAt)}}
 	}
@@ -206,15 +207,11 @@ func (s *Store) Start(ctx context.Context, id string, p scheduler.StartParams) (
 	if err := scheduler.ValidateID(id); err != nil {
 		return nil, fmt.Errorf("redisstore: start: %w", err)
 	}
-	now, err := timeToken(p.Now)
+	now, err := timeString(p.Now)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: start %s: %w", id, err)
 	}
-	worker := ""
-	if p.WorkerID != "" {
-		worker = jsonString(p.WorkerID)
-	}
-	return s.transition(ctx, startScript, "start", id, id, p.Attempt, flag(p.Redelivered), worker, now)
+	return s.transition(ctx, startScript, "start", id, id, p.Attempt, flag(p.Redelivered), stored(p.WorkerID), now)
 }
 
 // Finish records the outcome of a running attempt. See scheduler.Store.
@@ -232,28 +229,23 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 		return nil, fmt.Errorf("redisstore: finish %s: %w", id,
 			&scheduler.ValidationError{Field: "max_retries", Reason: fmt.Sprintf("cannot add %d retries", p.AddRetries)})
 	}
-	now, err := timeToken(p.Now)
+	now, err := timeString(p.Now)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: finish %s: %w", id, err)
 	}
 	runAt := ""
 	if p.State == scheduler.StateRetrying || p.State == scheduler.StateScheduled {
-		if runAt, err = timeToken(p.RunAt); err != nil {
+		if runAt, err = timeString(p.RunAt); err != nil {
 			return nil, fmt.Errorf("redisstore: finish %s: %w", id, err)
 		}
 	}
-	errTok := ""
-	if p.Error != "" {
-		errTok = jsonString(p.Error)
-	}
-	resKey, resVal := "", ""
+	result := ""
 	if p.State == scheduler.StateSucceeded && len(p.Result) > 0 {
-		resKey, resVal, err = resultMember(p.Result)
-		if err != nil {
+		if result, err = resultMember(p.Result); err != nil {
 			return nil, fmt.Errorf("redisstore: finish %s: %w", id, err)
 		}
 	}
-	return s.transition(ctx, finishScript, "finish", id, id, p.Attempt, string(p.State), errTok, resKey, resVal,
+	return s.transition(ctx, finishScript, "finish", id, id, p.Attempt, string(p.State), stored(p.Error), result,
 		runAt, p.AddRetries, now, micros(p.Now))
 }
 
@@ -264,15 +256,11 @@ func (s *Store) Cancel(ctx context.Context, id string, p scheduler.CancelParams)
 	if err := scheduler.ValidateID(id); err != nil {
 		return nil, fmt.Errorf("redisstore: cancel: %w", err)
 	}
-	now, err := timeToken(p.Now)
+	now, err := timeString(p.Now)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: cancel %s: %w", id, err)
 	}
-	reason := ""
-	if p.Reason != "" {
-		reason = jsonString(p.Reason)
-	}
-	return s.transition(ctx, cancelScript, "cancel", id, id, reason, flag(p.OnlyUnstarted), now, micros(p.Now),
+	return s.transition(ctx, cancelScript, "cancel", id, id, stored(p.Reason), flag(p.OnlyUnstarted), now, micros(p.Now),
 		cancelRequestTTL.Milliseconds())
 }
 
@@ -459,8 +447,7 @@ func (s *Store) Heartbeat(ctx context.Context, w scheduler.WorkerInfo, ttl time.
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: heartbeat: %w", err)
 	}
-	body := jsonBody(w.ID)
-	reply, err := s.run(ctx, heartbeatScript, s.ns+":ws", body, js, ttl.Milliseconds())
+	reply, err := s.run(ctx, heartbeatScript, s.ns+":ws", stored(w.ID), js, ttl.Milliseconds())
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: heartbeat: %w", err)
 	}
@@ -481,7 +468,7 @@ func (s *Store) RemoveWorker(ctx context.Context, id string) error {
 	if err := validateName("worker id", id); err != nil {
 		return err
 	}
-	if err := removeWorkerScript.Run(ctx, s.rdb, []string{s.ns + ":ws"}, s.ns, jsonBody(id)).Err(); err != nil {
+	if err := removeWorkerScript.Run(ctx, s.rdb, []string{s.ns + ":ws"}, s.ns, stored(id)).Err(); err != nil {
 		return fmt.Errorf("redisstore: remove worker: %w", err)
 	}
 	return nil
@@ -493,12 +480,13 @@ func (s *Store) Workers(ctx context.Context) ([]scheduler.WorkerInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: workers: %w", err)
 	}
-	out := make([]scheduler.WorkerInfo, 0, len(reply))
-	for _, v := range reply {
-		js, _ := v.(string)
+	out := make([]scheduler.WorkerInfo, 0, len(reply)/2)
+	for i := 0; i+1 < len(reply); i += 2 {
+		id, _ := reply[i].(string)
+		js, _ := reply[i+1].(string)
 		var w scheduler.WorkerInfo
 		if err := json.Unmarshal([]byte(js), &w); err != nil {
-			return nil, &CorruptRecordError{Key: s.ns + ":w:" + jsonBody(w.ID), Err: err}
+			return nil, &CorruptRecordError{Key: s.ns + ":w:" + id, Err: err}
 		}
 		out = append(out, w)
 	}
@@ -569,9 +557,9 @@ func isWrongType(err error) bool {
 // epoch, exact in a float64.
 func micros(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
 
-// timeToken is t as a JSON value, or "" for the zero time (the record
-// omits zero times).
-func timeToken(t time.Time) (string, error) {
+// timeString is t as Task.MarshalJSON writes it (RFC 3339 with
+// nanoseconds), or "" for the zero time (the record omits zero times).
+func timeString(t time.Time) (string, error) {
 	if t.IsZero() {
 		return "", nil
 	}
@@ -579,40 +567,73 @@ func timeToken(t time.Time) (string, error) {
 	if err != nil {
 		return "", &scheduler.ValidationError{Field: "time", Reason: err.Error()}
 	}
-	return string(b), nil
+	return string(b[1 : len(b)-1]), nil
 }
 
-// jsonString is s as a JSON string, encoded exactly as Task.MarshalJSON
-// encodes its string fields.
-func jsonString(s string) string {
+// stored returns s as it reads back from a JSON record: JSON encoding
+// replaces invalid UTF-8. Strings that scripts write into a record are
+// passed in this form, so records stay valid UTF-8, and key names built
+// from a string that scripts read out of a record (unique keys, worker IDs)
+// use it on both sides.
+func stored(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
 	b, _ := json.Marshal(s) // a string always encodes
-	return string(b)
+	var out string
+	_ = json.Unmarshal(b, &out)
+	return out
 }
 
-// jsonBody is jsonString without its quotes: the form key names use, so
-// that scripts can build them from a record's raw members.
-func jsonBody(s string) string {
-	b := jsonString(s)
-	return b[1 : len(b)-1]
-}
-
-// resultMember encodes a result the way Task.MarshalJSON does: as a JSON
-// value under "result" when it is one, else base64 under "result_base64".
-func resultMember(result []byte) (string, string, error) {
-	b, err := json.Marshal(scheduler.Task{Result: result})
+// record returns the stored form of a new task: its JSON with the payload
+// and result members moved last, so that scripts find where the members
+// they change end without decoding the payload (see luaRecord).
+func record(t *scheduler.Task) ([]byte, error) {
+	js, err := json.Marshal(t)
 	if err != nil {
-		return "", "", err
+		return nil, &scheduler.ValidationError{Field: "task", Reason: err.Error()}
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return "", "", err
-	}
-	for _, k := range []string{"result", "result_base64"} {
-		if v, ok := m[k]; ok {
-			return k, string(v), nil
+	var tail []byte
+	for _, b := range []struct {
+		name string
+		v    []byte
+	}{{"payload", t.Payload}, {"result", t.Result}} {
+		if len(b.v) == 0 {
+			continue
+		}
+		raw := append([]byte(`,"`+b.name+`":`), b.v...)
+		b64 := []byte(`,"` + b.name + `_base64":"` + base64.StdEncoding.EncodeToString(b.v) + `"`)
+		cut := false
+		for _, m := range [][]byte{raw, b64} {
+			if i := bytes.Index(js, m); i >= 0 && (js[i+len(m)] == ',' || js[i+len(m)] == '}') {
+				js = append(js[:i:i], js[i+len(m):]...)
+				tail = append(tail, m...)
+				cut = true
+				break
+			}
+		}
+		if !cut {
+			return nil, fmt.Errorf("redisstore: task %s: %s member not found in its JSON", t.ID, b.name)
 		}
 	}
-	return "", "", nil
+	if len(tail) == 0 {
+		return js, nil
+	}
+	out := make([]byte, 0, len(js)+len(tail))
+	out = append(out, js[:len(js)-1]...)
+	out = append(out, tail...)
+	return append(out, '}'), nil
+}
+
+// resultMember encodes a result as Task.MarshalJSON does, as the member
+// `,"result":<value>` when it is a JSON value or `,"result_base64":"..."`.
+func resultMember(result []byte) (string, error) {
+	js, err := record(&scheduler.Task{Result: result})
+	if err != nil {
+		return "", err
+	}
+	i := bytes.Index(js, []byte(`,"result`))
+	return string(js[i : len(js)-1]), nil
 }
 
 func flag(b bool) string {

@@ -696,3 +696,57 @@ func ids(tasks []*scheduler.Task) []string {
 	}
 	return slices.Clip(out)
 }
+
+// Payloads, results, errors and keys that look like record members, or are
+// not valid UTF-8, survive every transition unchanged and keep the unique
+// key and cancel request keys consistent.
+func TestRecordContentThatLooksLikeMembers(t *testing.T) {
+	t.Parallel()
+	backends(t, func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		tricky := `{"state":"succeeded","attempt":99,"x":",\"payload\":1","result":{"a":[1,"]}"]},"unique_key":"k"}`
+		payloads := [][]byte{
+			[]byte(tricky),
+			[]byte(`,"result":1,"state":"dead"`), // not JSON: stored as base64
+			[]byte(`"just a string with ,\"result\": inside"`),
+			[]byte(`[1,2,{"payload":null}]`),
+			[]byte("<html>&amp;</html>"),
+		}
+		for i, p := range payloads {
+			task := newTask(t, func(task *scheduler.Task) {
+				task.Payload = p
+				task.UniqueKey = fmt.Sprintf("bad utf8 \xff\xfe %d \u2028 \"q\" </>", i)
+			})
+			h.create(t, task)
+			w := scheduler.WorkerInfo{ID: fmt.Sprintf("wörker \xff %d", i)}
+			_, err := h.s.Heartbeat(ctx, w, time.Minute)
+			require.NoError(t, err)
+			got, err := h.s.Start(ctx, task.ID, scheduler.StartParams{WorkerID: w.ID, Now: now()})
+			require.NoError(t, err)
+			require.Equal(t, p, got.Payload)
+			got, err = h.s.Finish(ctx, task.ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateRetrying,
+				Error: tricky + "\n\t\x00 é", RunAt: now(), Now: now()})
+			require.NoError(t, err)
+			require.Equal(t, tricky+"\n\t\x00 é", got.LastError)
+			got, err = h.s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 1, WorkerID: w.ID, Now: now()})
+			require.NoError(t, err)
+			if i%2 == 0 {
+				_, err = h.s.Cancel(ctx, task.ID, scheduler.CancelParams{Reason: `"stop"`, Now: now()})
+				require.NoError(t, err)
+				canceled, err := h.s.Heartbeat(ctx, w, time.Minute)
+				require.NoError(t, err)
+				require.Equal(t, []string{task.ID}, canceled, "the cancel request reaches a worker with an odd ID")
+			} else {
+				got, err = h.s.Finish(ctx, task.ID, scheduler.FinishParams{Attempt: 2, State: scheduler.StateSucceeded, Result: p, Now: now()})
+				require.NoError(t, err)
+				require.Equal(t, p, got.Result)
+			}
+			got = h.get(t, task.ID)
+			require.Equal(t, p, got.Payload)
+			require.Equal(t, strings.ToValidUTF8(task.UniqueKey, "\ufffd\ufffd"), got.UniqueKey, "only invalid UTF-8 is replaced")
+			h.create(t, newTask(t, func(n *scheduler.Task) { n.UniqueKey = task.UniqueKey }))
+			require.NoError(t, h.s.RemoveWorker(ctx, w.ID))
+		}
+		h.checkConsistent(t)
+	})
+}
