@@ -3,7 +3,6 @@ package redisstore
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -293,5 +292,5 @@ func mode(parallel bool) string {
 	if parallel {
 		return "parallel"
 	}
-	return fmt.Sprint("serial")
+	return "serial"
 }

@@ -309,3 +309,9 @@ func (h *harness) followClock(t *testing.T) {
 		<-done
 	})
 }
+
+// allScripts lists every script, for preloading.
+var allScripts = []*redis.Script{
+	createScript, startScript, finishScript, cancelScript, retryScript, purgeScript, heartbeatScript,
+	removeWorkerScript, workersScript, claimLua, listScript, countsScript, outboxScript,
+}

@@ -13,9 +13,6 @@ import (
 const (
 	// DefaultPrefix is the key prefix used when WithPrefix is not given.
 	DefaultPrefix = "sched"
-	// DefaultRetention is how long finished tasks are kept when
-	// WithRetention is not given.
-	DefaultRetention = 7 * 24 * time.Hour
 	// DefaultReplayWindow is how long a changing call remembers that it
 	// applied when WithReplayWindow is not given.
 	DefaultReplayWindow = time.Minute
@@ -34,10 +31,9 @@ type optionFunc func(*options) error
 func (f optionFunc) apply(o *options) error { return f(o) }
 
 type options struct {
-	prefix    string
-	retention time.Duration
-	replay    time.Duration
-	log       *zap.Logger
+	prefix string
+	replay time.Duration
+	log    *zap.Logger
 }
 
 // WithPrefix sets the namespace of every key the store writes: keys are
@@ -56,20 +52,6 @@ func WithPrefix(prefix string) Option {
 			}
 		}
 		o.prefix = prefix
-		return nil
-	})
-}
-
-// WithRetention sets how long finished tasks are kept, reported by
-// Store.Retention: whoever calls Purge passes now minus this. The store
-// itself never expires records (an expiring record would leave its index
-// entries behind). Must be positive. Defaults to DefaultRetention (7 days).
-func WithRetention(d time.Duration) Option {
-	return optionFunc(func(o *options) error {
-		if d <= 0 {
-			return fmt.Errorf("redisstore: %w: retention must be positive, got %s", scheduler.ErrInvalidOption, d)
-		}
-		o.retention = d
 		return nil
 	})
 }

@@ -434,9 +434,3 @@ var (
 	countsScript       = redis.NewScript(luaCore + countsBody)
 	outboxScript       = redis.NewScript(luaCore + outboxBody)
 )
-
-// allScripts lists every script, for preloading.
-var allScripts = []*redis.Script{
-	createScript, startScript, finishScript, cancelScript, retryScript, purgeScript, heartbeatScript,
-	removeWorkerScript, workersScript, claimLua, listScript, countsScript, outboxScript,
-}

@@ -39,13 +39,12 @@ const maxKeyLen = 256
 // Store is a scheduler.Store on Redis. It is safe for concurrent use, also
 // by many processes sharing one Redis namespace.
 type Store struct {
-	rdb       redis.UniversalClient
-	ns        string // "{prefix}"
-	retention time.Duration
-	replayMS  string
-	log       *zap.Logger
-	nonce     string
-	seq       atomic.Uint64
+	rdb      redis.UniversalClient
+	ns       string // "{prefix}"
+	replayMS string
+	log      *zap.Logger
+	nonce    string
+	seq      atomic.Uint64
 }
 
 var _ scheduler.Store = (*Store)(nil)
@@ -57,7 +56,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if client == nil {
 		return nil, fmt.Errorf("redisstore: %w: nil client", scheduler.ErrInvalidOption)
 	}
-	o := options{prefix: DefaultPrefix, retention: DefaultRetention, replay: DefaultReplayWindow, log: zap.NewNop()}
+	o := options{prefix: DefaultPrefix, replay: DefaultReplayWindow, log: zap.NewNop()}
 	for _, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("redisstore: %w: nil option", scheduler.ErrInvalidOption)
@@ -71,18 +70,13 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("redisstore: operation nonce: %w", err)
 	}
 	return &Store{
-		rdb:       client,
-		ns:        "{" + o.prefix + "}",
-		retention: o.retention,
-		replayMS:  strconv.FormatInt(o.replay.Milliseconds(), 10),
-		log:       o.log,
-		nonce:     hex.EncodeToString(b[:]),
+		rdb:      client,
+		ns:       "{" + o.prefix + "}",
+		replayMS: strconv.FormatInt(o.replay.Milliseconds(), 10),
+		log:      o.log,
+		nonce:    hex.EncodeToString(b[:]),
 	}, nil
 }
-
-// Retention returns how long finished tasks are kept (WithRetention).
-// Callers of Purge pass now minus this.
-func (s *Store) Retention() time.Duration { return s.retention }
 
 func (s *Store) taskKey(id string) string { return s.ns + ":t:" + id }
 

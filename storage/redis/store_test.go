@@ -26,12 +26,10 @@ func TestNewOptions(t *testing.T) {
 	s, err := New(rdb)
 	require.NoError(t, err)
 	require.Equal(t, "{sched}", s.ns)
-	require.Equal(t, DefaultRetention, s.Retention())
 
-	s, err = New(rdb, WithPrefix("app-1.prod"), WithRetention(time.Hour), WithReplayWindow(time.Minute), WithLogger(zap.NewNop()))
+	s, err = New(rdb, WithPrefix("app-1.prod"), WithReplayWindow(time.Minute), WithLogger(zap.NewNop()))
 	require.NoError(t, err)
 	require.Equal(t, "{app-1.prod}", s.ns)
-	require.Equal(t, time.Hour, s.Retention())
 
 	for name, opts := range map[string][]Option{
 		"nil option":       {nil},
@@ -39,10 +37,10 @@ func TestNewOptions(t *testing.T) {
 		"brace in prefix":  {WithPrefix("a}b")},
 		"space in prefix":  {WithPrefix("a b")},
 		"long prefix":      {WithPrefix(strings.Repeat("a", 65))},
-		"zero retention":   {WithRetention(0)},
+		"zero replay":      {WithReplayWindow(0)},
 		"short replay":     {WithReplayWindow(time.Millisecond)},
 		"nil logger":       {WithLogger(nil)},
-		"good then broken": {WithPrefix("ok"), WithRetention(-time.Second)},
+		"good then broken": {WithPrefix("ok"), WithReplayWindow(-time.Second)},
 	} {
 		_, err := New(rdb, opts...)
 		require.ErrorIs(t, err, scheduler.ErrInvalidOption, name)
@@ -730,6 +728,7 @@ func TestRecordContentThatLooksLikeMembers(t *testing.T) {
 			require.Equal(t, tricky+"\n\t\x00 é", got.LastError)
 			got, err = h.s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 1, WorkerID: w.ID, Now: now()})
 			require.NoError(t, err)
+			require.Equal(t, stored(w.ID), got.WorkerID)
 			if i%2 == 0 {
 				_, err = h.s.Cancel(ctx, task.ID, scheduler.CancelParams{Reason: `"stop"`, Now: now()})
 				require.NoError(t, err)
