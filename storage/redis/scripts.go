@@ -27,6 +27,13 @@ local function ikey(state, q, t) return P .. ':i:' .. state .. ':' .. q .. ':' .
 local function opkey() return P .. ':op:' .. ARGV[2] end
 local function seen() return redis.call('GET', opkey()) end
 local function done(v) redis.call('SET', opkey(), v, 'PX', ARGV[3]) end
+-- claim records this call's token; false when it was recorded already.
+local function claim(v) return redis.call('SET', opkey(), v, 'NX', 'PX', ARGV[3]) end
+-- refuse forgets the token of a call that changed nothing and returns why.
+local function refuse(why)
+  redis.call('DEL', opkey())
+  return {why}
+end
 local STATES = {'pending', 'scheduled', 'running', 'retrying', 'succeeded', 'dead', 'canceled'}
 local TERMINAL = {succeeded = true, dead = true, canceled = true}
 `
@@ -55,7 +62,8 @@ local function load(id)
   end
   local ok, v = pcall(cjson.decode, head)
   if not ok or type(v) ~= 'table' or v.id ~= id or not VALID[v.state] or type(v.attempt) ~= 'number'
-    or type(v.queue) ~= 'string' or type(v.type) ~= 'string' or string.sub(tail, -1) ~= '}' then
+    or type(v.queue) ~= 'string' or type(v.type) ~= 'string' or string.sub(tail, -1) ~= '}'
+    or type(v.priority) ~= 'number' or type(v.max_retries) ~= 'number' then
     return nil, 'corrupt'
   end
   return {v = v, tail = tail, id = id, state = v.state, attempt = v.attempt, queue = v.queue, type = v.type}
@@ -106,36 +114,41 @@ end
 
 // createScript: ARGV[4] = n, then per task: id, record, state, queue, type,
 // unique key, outbox score. A unique key is free when its holder is gone or
-// finished (in the finished index, which agrees with the records). Replies {'ok'|'replay', holders} where
+// finished (in the finished index, which agrees with the records). Replies
+// {'ok'|'replay', holders}: holders is empty when every task was stored,
+// else one comma-separated entry per task, empty when stored, else the ID
+// of the task holding its ID or unique key. Replies {'ok'|'replay', holders} where
 // holders has one comma-separated entry per task: empty when stored, else
 // the ID of the task holding its ID or unique key.
 const createBody = `
-local prev = seen()
-if prev then return {'replay', prev} end
+if not claim('') then return {'replay', seen() or ''} end
 local n = tonumber(ARGV[4])
-local res = {}
+local res, dup = {}, false
 for i = 0, n - 1 do
   local b = 5 + i * 7
   local id, js, st, q, ty, uk, sc = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
-  local holder = ''
-  if redis.call('EXISTS', tkey(id)) == 1 then
-    holder = id
-  elseif uk ~= '' then
-    local ukey = P .. ':u:' .. uk
+  local holder, ukey = '', nil
+  if uk ~= '' then
+    ukey = P .. ':u:' .. uk
     local h = redis.call('GET', ukey)
     if h and h ~= id and redis.call('EXISTS', tkey(h)) == 1 and not redis.call('ZSCORE', P .. ':d', h) then
       holder = h
     end
-    if holder == '' then redis.call('SET', ukey, id) end
   end
   if holder == '' then
-    redis.call('SET', tkey(id), js)
-    redis.call('ZADD', ikey(st, q, ty), 0, id)
-    redis.call('SADD', P .. ':c', q .. ':' .. ty)
-    redis.call('ZADD', P .. ':o', sc, id)
+    if redis.call('SET', tkey(id), js, 'NX') then
+      if ukey then redis.call('SET', ukey, id) end
+      redis.call('ZADD', ikey(st, q, ty), 0, id)
+      redis.call('SADD', P .. ':c', q .. ':' .. ty)
+      redis.call('ZADD', P .. ':o', sc, id)
+    else
+      holder = id
+    end
   end
+  if holder ~= '' then dup = true end
   res[#res + 1] = holder
 end
+if not dup then return {'ok', ''} end
 local out = table.concat(res, ',')
 done(out)
 return {'ok', out}
@@ -144,33 +157,31 @@ return {'ok', out}
 // startScript: ARGV[4..8] = id, attempt, redelivered (0/1), worker ID,
 // now (RFC 3339).
 const startBody = `
-if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
 local r, err = load(ARGV[4])
-if not r then return {err} end
-if TERMINAL[r.state] then return {'finished'} end
+if not r then return refuse(err) end
+if TERMINAL[r.state] then return refuse('finished') end
 local a = tonumber(ARGV[5])
 local ok = (WAITING[r.state] and r.attempt == a) or
   (ARGV[6] == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt == a + 1)
-if not ok then return {'stale'} end
+if not ok then return refuse('stale') end
 move(r, 'running')
 r.v.attempt = r.attempt + 1
 set(r, 'started_at', ARGV[8])
 set(r, 'worker_id', ARGV[7])
 redis.call('ZREM', P .. ':o', r.id)
-local s = save(r)
-done('1')
-return {'ok', s}
+return {'ok', save(r)}
 `
 
 // finishScript: ARGV[4..12] = id, attempt, new state, error, result member
 // (`,"result":...` as Task.MarshalJSON writes it, or empty), run at, added
 // retries, now (RFC 3339), now score.
 const finishBody = `
-if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
 local r, err = load(ARGV[4])
-if not r then return {err} end
-if TERMINAL[r.state] then return {'finished'} end
-if r.state ~= 'running' or r.attempt ~= tonumber(ARGV[5]) then return {'stale'} end
+if not r then return refuse(err) end
+if TERMINAL[r.state] then return refuse('finished') end
+if r.state ~= 'running' or r.attempt ~= tonumber(ARGV[5]) then return refuse('stale') end
 local to = ARGV[6]
 move(r, to)
 if ARGV[7] ~= '' then set(r, 'last_error', ARGV[7]) end
@@ -185,20 +196,18 @@ if TERMINAL[to] then
 elseif to == 'retrying' or to == 'scheduled' then
   redis.call('ZADD', P .. ':o', ARGV[12], r.id)
 end
-local s = save(r)
-done('1')
-return {'ok', s}
+return {'ok', save(r)}
 `
 
 // cancelScript: ARGV[4..9] = id, reason, only unstarted (0/1), now (RFC
 // 3339), now score, cancel request TTL in ms.
 const cancelBody = `
-if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
 local r, err = load(ARGV[4])
-if not r then return {err} end
-if TERMINAL[r.state] then return {'finished'} end
+if not r then return refuse(err) end
+if TERMINAL[r.state] then return refuse('finished') end
 if ARGV[6] == '1' and not (r.attempt == 0 and (r.state == 'pending' or r.state == 'scheduled')) then
-  return {'stale'}
+  return refuse('stale')
 end
 local was = r.state
 move(r, 'canceled')
@@ -215,25 +224,21 @@ end
 redis.call('ZREM', P .. ':o', r.id)
 redis.call('ZADD', P .. ':d', ARGV[8], r.id)
 release(r)
-local s = save(r)
-done('1')
-return {'ok', s}
+return {'ok', save(r)}
 `
 
 // retryScript: ARGV[4..5] = id, now score.
 const retryBody = `
-if seen() then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
 local r, err = load(ARGV[4])
-if not r then return {err} end
-if r.state ~= 'dead' and r.state ~= 'canceled' then return {'notretryable'} end
+if not r then return refuse(err) end
+if r.state ~= 'dead' and r.state ~= 'canceled' then return refuse('notretryable') end
 move(r, 'pending')
 r.v.max_retries = (tonumber(r.v.max_retries) or 0) + r.attempt
 set(r, 'finished_at', nil)
 redis.call('ZREM', P .. ':d', r.id)
 redis.call('ZADD', P .. ':o', ARGV[5], r.id)
-local s = save(r)
-done('1')
-return {'ok', s}
+return {'ok', save(r)}
 `
 
 // purgeScript: ARGV[4..5] = exclusive upper finish score, limit. Replies

@@ -151,6 +151,9 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 			return nil, err
 		}
 		s.replayed(status, "create", "")
+		if payload == "" {
+			continue // every task stored
+		}
 		holders := strings.Split(payload, ",")
 		if len(holders) != len(chunk) {
 			return nil, fmt.Errorf("%w: create returned %d results for %d tasks", errReplyShape, len(holders), len(chunk))

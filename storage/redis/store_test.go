@@ -163,7 +163,8 @@ func TestCorruptRecord(t *testing.T) {
 		task := newTask(t)
 		h.create(t, task)
 		key := h.ns + ":t:" + task.ID
-		for _, bad := range []string{"not json", `{"id":`, `{"id":"other","state":"pending"}`, `[1,2]`, `{"id":"` + task.ID + `","state":"weird"}`} {
+		for _, bad := range []string{"not json", `{"id":`, `{"id":"other","state":"pending"}`, `[1,2]`, `{"id":"` + task.ID + `","state":"weird"}`,
+			`{"id":"` + task.ID + `","type":"t","queue":"q","priority":"high","state":"pending","attempt":0,"max_retries":3}`} {
 			require.NoError(t, h.rdb.Set(ctx, key, bad, 0).Err())
 			_, err := h.s.Get(ctx, task.ID)
 			var ce *CorruptRecordError
