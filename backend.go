@@ -109,7 +109,8 @@ type Store interface {
 	// unique key is held by an unfinished task or its ID is taken (that task
 	// is not stored; an existing task is never overwritten).
 	// A non-nil error means the call failed as a whole; tasks may or may not
-	// be stored.
+	// be stored. The store may keep the tasks' Payload slices: the caller
+	// must not modify them afterwards.
 	Create(ctx context.Context, tasks []*Task) ([]error, error)
 	// Get returns the task with id, or ErrTaskNotFound. Every method taking
 	// an id rejects a malformed one (ValidateID) before touching the backend.

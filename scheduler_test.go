@@ -89,6 +89,7 @@ func TestRetryWithBackoffThenSuccess(t *testing.T) {
 	}), scheduler.WithObserver(rec))
 	var mu sync.Mutex
 	var at []time.Time
+	id := submit(t, e.sched, "flaky", "", scheduler.WithMaxRetries(5))
 	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
 		"flaky": func(context.Context, *scheduler.Task) error {
 			mu.Lock()
@@ -100,7 +101,6 @@ func TestRetryWithBackoffThenSuccess(t *testing.T) {
 			return nil
 		},
 	})
-	id := submit(t, e.sched, "flaky", "", scheduler.WithMaxRetries(5))
 	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
 	require.Equal(t, 3, got.Attempt)
 	require.Equal(t, "failure 2", got.LastError, "the last failure stays visible")
@@ -236,7 +236,8 @@ func TestCancelPending(t *testing.T) {
 
 func TestCancelRunning(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	rec := &recorder{}
+	e := newEnv(t, scheduler.WithObserver(rec))
 	started := make(chan struct{})
 	cause := make(chan error, 1)
 	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
@@ -258,6 +259,10 @@ func TestCancelRunning(t *testing.T) {
 	}
 	got := waitState(t, e.sched, id, scheduler.StateCanceled)
 	require.Empty(t, got.Result)
+	require.Eventually(t, func() bool {
+		k := rec.kinds(id)
+		return len(k) > 0 && k[len(k)-1] == "aborted"
+	}, wait, time.Millisecond, "the interrupted attempt ends with an aborted event: %v", rec.kinds(id))
 	require.Eventually(t, func() bool { n, _ := e.broker.Depth(context.Background(), "default"); return n == 0 }, wait, time.Millisecond)
 }
 
@@ -730,8 +735,8 @@ func TestObserverSeesDeadAndCanceled(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
 	e := newEnv(t, scheduler.WithObserver(rec))
-	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"bad": func(context.Context, *scheduler.Task) error { return errors.New("no") }})
 	dead := submit(t, e.sched, "bad", "", scheduler.WithMaxRetries(0))
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"bad": func(context.Context, *scheduler.Task) error { return errors.New("no") }})
 	waitState(t, e.sched, dead, scheduler.StateDead)
 	canceled := submit(t, e.sched, "bad", "", scheduler.WithDelay(time.Hour))
 	require.NoError(t, e.sched.Cancel(context.Background(), canceled))

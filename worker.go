@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // HandlerFunc runs one attempt of a task. Returning nil marks the task
@@ -32,13 +33,15 @@ type Worker struct {
 	s        *Scheduler
 	cfg      workerConfig
 	log      *zap.Logger
+	tlog     *zap.Logger // log, for taskLogger: reports its caller's line
 	host     string
 	handlers map[string]HandlerFunc
 	hmu      sync.RWMutex
 
 	running   atomic.Bool
 	startedAt time.Time
-	inflight  sync.Map // task id -> context.CancelCauseFunc
+	mu        sync.Mutex
+	inflight  map[string]context.CancelCauseFunc // running tasks by id
 	nInFlight atomic.Int64
 }
 
@@ -94,12 +97,15 @@ func (s *Scheduler) NewWorker(opts ...WorkerOption) (*Worker, error) {
 	}
 	slices.Sort(cfg.queues)
 	cfg.queues = slices.Compact(cfg.queues)
+	log := s.log.With(zap.String("worker_id", cfg.id))
 	return &Worker{
 		s:        s,
 		cfg:      cfg,
-		log:      s.log.With(zap.String("worker_id", cfg.id)),
+		log:      log,
+		tlog:     log.WithOptions(zap.AddCallerSkip(1)),
 		host:     host,
 		handlers: make(map[string]HandlerFunc),
+		inflight: make(map[string]context.CancelCauseFunc),
 	}, nil
 }
 
@@ -165,17 +171,30 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer hardCancel(nil)
 	stopTaking := make(chan struct{})
 	lost := make(chan error, len(consumers))
-	work := make(chan Delivery)
-
 	var feeders, slots, background sync.WaitGroup
-	for i, c := range consumers {
-		feeders.Go(func() { w.feed(c, w.cfg.queues[i], work, stopTaking, lost) })
+
+	// One queue: the slots receive straight from its consumer. Several: a
+	// feeder per consumer forwards into one channel.
+	var work <-chan Delivery
+	if len(consumers) == 1 {
+		work = consumers[0].Deliveries()
+	} else {
+		merged := make(chan Delivery)
+		work = merged
+		for i, c := range consumers {
+			feeders.Go(func() { w.feed(c, w.cfg.queues[i], merged, stopTaking, lost) })
+		}
 	}
+	var lostOnce sync.Once
 	for range w.cfg.concurrency {
 		slots.Go(func() {
 			for {
 				select {
-				case d := <-work:
+				case d, ok := <-work:
+					if !ok {
+						lostOnce.Do(func() { lost <- fmt.Errorf("scheduler: queue %s: %w", w.cfg.queues[0], ErrClosed) })
+						return
+					}
 					w.process(hard, d)
 				case <-stopTaking:
 					return
@@ -248,36 +267,37 @@ func (w *Worker) feed(c Consumer, queue string, work chan<- Delivery, stop <-cha
 // Every state change is stored before the message is settled.
 func (w *Worker) process(hard context.Context, d Delivery) {
 	m := d.Message()
-	log := w.log.With(zap.String("task_id", m.TaskID), zap.String("queue", m.Queue))
+	log := &taskLogger{base: w.tlog, m: m}
 	start := w.s.now()
 	t, err := retryStore(hard, w, func(ctx context.Context) (*Task, error) {
 		return w.s.store.Start(ctx, m.TaskID, StartParams{Attempt: m.Attempt, Redelivered: d.Redelivered(), WorkerID: w.cfg.id, Now: start})
 	})
 	switch {
 	case errors.Is(err, ErrTaskFinished) || errors.Is(err, ErrStaleAttempt):
-		log.Debug("dropping stale or duplicate message", zap.Int("message_attempt", m.Attempt), zap.Error(err))
+		log.log(zap.DebugLevel, "dropping stale or duplicate message", zap.Int("message_attempt", m.Attempt), zap.Error(err))
 		w.settle(d, log, d.Ack)
 		return
 	case errors.Is(err, ErrTaskNotFound) || errors.Is(err, ErrInvalidTask):
-		log.Warn("message for an unknown task: dead-lettering it", zap.Error(err))
+		log.log(zap.WarnLevel, "message for an unknown task: dead-lettering it", zap.Error(err))
 		w.settle(d, log, func(ctx context.Context) error { return d.DeadLetter(ctx, err.Error()) })
 		return
 	case err != nil:
-		log.Warn("could not start task; handing it back", zap.Error(err))
+		log.log(zap.WarnLevel, "could not start task; handing it back", zap.Error(err))
 		w.settle(d, log, d.Requeue)
 		return
 	}
-	log = log.With(zap.String("type", t.Type), zap.Int("attempt", t.Attempt))
+	log.t = t
 	wait := start.Sub(t.RunAt)
 	if t.RunAt.IsZero() || t.RunAt.Before(t.CreatedAt) {
 		wait = start.Sub(t.CreatedAt)
 	}
-	log.Debug("task started", zap.Duration("wait", wait))
+	log.log(zap.DebugLevel, "task started", zap.Duration("wait", wait))
 	w.s.emit(Event{Kind: EventStarted, Task: t, Wait: max(wait, 0), WorkerID: w.cfg.id, Time: start})
 
 	herr, handedBack := w.run(hard, t)
 	if handedBack {
 		w.handBack(t, d, log)
+		w.s.emit(Event{Kind: EventAborted, Task: t, Duration: w.s.now().Sub(start), WorkerID: w.cfg.id, Time: w.s.now()})
 		return
 	}
 	w.finish(hard, t, d, herr, w.s.now().Sub(start), log)
@@ -298,10 +318,14 @@ func (w *Worker) run(hard context.Context, t *Task) (err error, handedBack bool)
 		ctx, c = context.WithTimeout(ctx, t.Timeout)
 		defer c()
 	}
-	w.inflight.Store(t.ID, cancel)
+	w.mu.Lock()
+	w.inflight[t.ID] = cancel
+	w.mu.Unlock()
 	w.nInFlight.Add(1)
 	defer func() {
-		w.inflight.Delete(t.ID)
+		w.mu.Lock()
+		delete(w.inflight, t.ID)
+		w.mu.Unlock()
 		w.nInFlight.Add(-1)
 	}()
 
@@ -331,25 +355,28 @@ func (w *Worker) run(hard context.Context, t *Task) (err error, handedBack bool)
 
 // cancelTask cancels the handler context of a task running here.
 func (w *Worker) cancelTask(id string) {
-	if c, ok := w.inflight.Load(id); ok {
-		c.(context.CancelCauseFunc)(errCanceled)
+	w.mu.Lock()
+	c := w.inflight[id]
+	w.mu.Unlock()
+	if c != nil {
+		c(errCanceled)
 	}
 }
 
 // handBack returns an unfinished task to its queue when the worker stops.
-func (w *Worker) handBack(t *Task, d Delivery, log *zap.Logger) {
+func (w *Worker) handBack(t *Task, d Delivery, log *taskLogger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := w.s.store.Finish(ctx, t.ID, FinishParams{Attempt: t.Attempt, State: StatePending, Now: w.s.now()}); err != nil {
-		log.Warn("handing back: could not store pending (the redelivery takes the task over)", zap.Error(err))
+		log.log(zap.WarnLevel, "handing back: could not store pending (the redelivery takes the task over)", zap.Error(err))
 	}
-	log.Info("task handed back for redelivery")
+	log.log(zap.InfoLevel, "task handed back for redelivery")
 	w.settle(d, log, d.Requeue)
 }
 
 // finish stores the outcome of an attempt, publishes its next attempt if
 // any, and settles the delivery.
-func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, ran time.Duration, log *zap.Logger) {
+func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, ran time.Duration, log *taskLogger) {
 	now := w.s.now()
 	p := FinishParams{Attempt: t.Attempt, Now: now}
 	var snooze *SnoozeError
@@ -365,30 +392,31 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 		p.State, p.Error, p.RunAt = StateRetrying, errorText(herr), now.Add(w.s.cfg.retry(t.Attempt, herr))
 	}
 	if errors.As(herr, &panicked) {
-		log.Error("handler panicked", zap.Any("panic", panicked.Value), zap.ByteString("stack", panicked.Stack))
+		log.log(zap.ErrorLevel, "handler panicked", zap.Any("panic", panicked.Value), zap.ByteString("stack", panicked.Stack))
 	}
 	done, err := retryStore(hard, w, func(ctx context.Context) (*Task, error) {
 		return w.s.store.Finish(ctx, t.ID, p)
 	})
-	switch {
-	case errors.Is(err, ErrTaskFinished) || errors.Is(err, ErrStaleAttempt):
-		log.Info("attempt outcome discarded: the task was canceled or taken over", zap.String("outcome", string(p.State)), zap.Error(err))
-		w.settle(d, log, d.Ack)
-		return
-	case err != nil:
-		log.Warn("could not store the attempt's outcome; the message will be redelivered", zap.Error(err))
+	if err != nil {
+		w.s.emit(Event{Kind: EventAborted, Task: t, Err: err, Duration: ran, WorkerID: w.cfg.id, Time: now})
+		if errors.Is(err, ErrTaskFinished) || errors.Is(err, ErrStaleAttempt) {
+			log.log(zap.InfoLevel, "attempt outcome discarded: the task was canceled or taken over", zap.String("outcome", string(p.State)), zap.Error(err))
+			w.settle(d, log, d.Ack)
+			return
+		}
+		log.log(zap.WarnLevel, "could not store the attempt's outcome; the message will be redelivered", zap.Error(err))
 		return // unsettled: closing the consumer requeues it
 	}
-	log = log.With(zap.Duration("duration", ran))
+	log.ran = ran
 	ev := Event{Task: done, Duration: ran, WorkerID: w.cfg.id, Time: now}
 	switch p.State {
 	case StateSucceeded:
-		log.Debug("task succeeded")
+		log.log(zap.DebugLevel, "task succeeded")
 		ev.Kind = EventSucceeded
 		w.s.emit(ev)
 		w.settle(d, log, d.Ack)
 	case StateDead:
-		log.Error("task dead", zap.Error(herr))
+		log.log(zap.ErrorLevel, "task dead", zap.Error(herr))
 		ev.Err = herr
 		ev.Kind = EventFailed
 		w.s.emit(ev)
@@ -397,7 +425,7 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 		w.settle(d, log, func(ctx context.Context) error { return d.DeadLetter(ctx, p.Error) })
 	case StateRetrying, StateScheduled:
 		if p.State == StateRetrying {
-			log.Warn("task attempt failed; retrying", zap.Error(herr), zap.Time("run_at", p.RunAt))
+			log.log(zap.WarnLevel, "task attempt failed; retrying", zap.Error(herr), zap.Time("run_at", p.RunAt))
 			ev.Err = herr
 			ev.Kind = EventFailed
 			w.s.emit(ev)
@@ -405,11 +433,11 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 			ev.Err = nil
 			w.s.emit(ev)
 		} else {
-			log.Debug("task snoozed", zap.Time("run_at", p.RunAt))
+			log.log(zap.DebugLevel, "task snoozed", zap.Time("run_at", p.RunAt))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := w.s.broker.Publish(ctx, messageFor(done, now)); err != nil {
-			log.Warn("publishing the next attempt failed; the sweep publishes it", zap.Error(err))
+			log.log(zap.WarnLevel, "publishing the next attempt failed; the sweep publishes it", zap.Error(err))
 		} else {
 			w.s.published.add(t.ID)
 		}
@@ -430,26 +458,47 @@ func errorText(err error) string {
 	return err.Error()
 }
 
+// taskLogger logs about one task. It builds the task's fields only when a
+// message is written, so the hot path costs nothing at quiet log levels.
+type taskLogger struct {
+	base *zap.Logger
+	m    Message
+	t    *Task
+	ran  time.Duration
+}
+
+func (l *taskLogger) log(level zapcore.Level, msg string, extra ...zap.Field) {
+	ce := l.base.Check(level, msg)
+	if ce == nil {
+		return
+	}
+	fields := make([]zap.Field, 0, 5+len(extra))
+	fields = append(fields, zap.String("task_id", l.m.TaskID), zap.String("queue", l.m.Queue))
+	if l.t != nil {
+		fields = append(fields, zap.String("type", l.t.Type), zap.Int("attempt", l.t.Attempt))
+	}
+	if l.ran > 0 {
+		fields = append(fields, zap.Duration("duration", l.ran))
+	}
+	ce.Write(append(fields, extra...)...)
+}
+
 // settle acks, requeues or dead-letters a delivery, logging a failure: the
 // broker then redelivers the message and the attempt fence drops it.
-func (w *Worker) settle(d Delivery, log *zap.Logger, op func(context.Context) error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := op(ctx); err != nil {
-		log.Warn("settling message failed; it will be redelivered and dropped as stale", zap.Error(err))
+func (w *Worker) settle(d Delivery, log *taskLogger, op func(context.Context) error) {
+	if err := op(context.Background()); err != nil {
+		log.log(zap.WarnLevel, "settling message failed; it will be redelivered and dropped as stale", zap.Error(err))
 	}
 }
 
 // retryStore calls op until it succeeds or fails with a definite answer
 // (a sentinel of this package); store outages are waited out with backoff
-// until stop ends. Each call of op gets its own timeout, not stop's
-// cancellation, so a stopping worker still records what it can.
+// until stop ends. op does not get stop's cancellation, so a stopping
+// worker still records what it can; the store's own timeouts bound a call.
 func retryStore(stop context.Context, w *Worker, op func(context.Context) (*Task, error)) (*Task, error) {
 	backoff := 50 * time.Millisecond
 	for {
-		octx, cancel := context.WithTimeout(context.WithoutCancel(stop), 10*time.Second)
-		t, err := op(octx)
-		cancel()
+		t, err := op(context.WithoutCancel(stop))
 		if err == nil || definite(err) {
 			return t, err
 		}

@@ -13,7 +13,6 @@
 package membroker
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -68,22 +67,53 @@ type item struct {
 	redelivered bool
 }
 
+// itemHeap is a binary max-heap of items: highest priority first, then
+// lowest sequence number (FIFO within a priority).
 type itemHeap []item
 
-func (h itemHeap) Len() int { return len(h) }
-func (h itemHeap) Less(i, j int) bool {
+func (h itemHeap) less(i, j int) bool {
 	if h[i].msg.Priority != h[j].msg.Priority {
 		return h[i].msg.Priority > h[j].msg.Priority
 	}
 	return h[i].seq < h[j].seq
 }
-func (h itemHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *itemHeap) Push(x any)   { *h = append(*h, x.(item)) }
-func (h *itemHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return it
+
+func (h *itemHeap) push(it item) {
+	*h = append(*h, it)
+	a := *h
+	for i := len(a) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !a.less(i, parent) {
+			break
+		}
+		a[i], a[parent] = a[parent], a[i]
+		i = parent
+	}
+}
+
+func (h *itemHeap) pop() item {
+	a := *h
+	top := a[0]
+	last := len(a) - 1
+	a[0] = a[last]
+	a[last] = item{}
+	a = a[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(a) && a.less(l, m) {
+			m = l
+		}
+		if r < len(a) && a.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		a[i], a[m] = a[m], a[i]
+		i = m
+	}
+	*h = a
+	return top
 }
 
 // queue returns the queue named name, creating it; nil once closed.
@@ -114,7 +144,7 @@ func (q *queue) push(it item) {
 		q.seq++
 		it.seq = q.seq
 	}
-	heap.Push(&q.ready, it)
+	q.ready.push(it)
 	q.mu.Unlock()
 	q.cond.Broadcast()
 }
@@ -178,7 +208,7 @@ func (b *Broker) Consume(ctx context.Context, queueName string, prefetch int) (s
 	}
 	c := &consumer{
 		b: b, q: q, prefetch: prefetch,
-		out:       make(chan scheduler.Delivery),
+		out:       make(chan scheduler.Delivery, prefetch),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 		unsettled: make(map[*delivery]struct{}),
@@ -205,7 +235,7 @@ func (b *Broker) Depth(ctx context.Context, queueName string) (int, error) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.ready.Len(), nil
+	return len(q.ready), nil
 }
 
 // Ping implements scheduler.Broker.
@@ -286,14 +316,14 @@ func (c *consumer) run() {
 	q := c.q
 	for {
 		q.mu.Lock()
-		for !c.closed && (len(c.unsettled) >= c.prefetch || q.ready.Len() == 0) {
+		for !c.closed && (len(c.unsettled) >= c.prefetch || len(q.ready) == 0) {
 			q.cond.Wait()
 		}
 		if c.closed {
 			q.mu.Unlock()
 			return
 		}
-		it := heap.Pop(&q.ready).(item)
+		it := q.ready.pop()
 		d := &delivery{c: c, item: it}
 		c.unsettled[d] = struct{}{}
 		q.mu.Unlock()

@@ -85,8 +85,8 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 			}
 			s.unique[t.UniqueKey] = t.ID
 		}
-		c := t.Clone()
-		s.tasks[c.ID] = c
+		c := *t // the payload is shared: Create's caller hands it over
+		s.tasks[c.ID] = &c
 		s.counts[c.State]++
 		s.outbox[c.ID] = c.CreatedAt
 	}
