@@ -294,3 +294,30 @@ func mode(parallel bool) string {
 	}
 	return "serial"
 }
+
+// BenchmarkEncodeRecord is the client-side work of SetTask besides the
+// round trip: encoding the task and moving its payload last.
+func BenchmarkEncodeRecord(b *testing.B) {
+	t := smallTask()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := record(t); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeRecord is the client-side work of GetTask besides the
+// round trip.
+func BenchmarkDecodeRecord(b *testing.B) {
+	t := smallTask()
+	js, err := record(t)
+	require.NoError(b, err)
+	s := &Store{ns: "{bench}"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.decode(t.ID, js); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

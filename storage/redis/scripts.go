@@ -112,46 +112,51 @@ local function release(r)
 end
 `
 
-// createScript: ARGV[4] = n, then per task: id, record, state, queue, type,
-// unique key, outbox score. A unique key is free when its holder is gone or
-// finished (in the finished index, which agrees with the records). Replies
-// {'ok'|'replay', holders}: holders is empty when every task was stored,
-// else one comma-separated entry per task, empty when stored, else the ID
-// of the task holding its ID or unique key. Replies {'ok'|'replay', holders} where
-// holders has one comma-separated entry per task: empty when stored, else
-// the ID of the task holding its ID or unique key.
-const createBody = `
-if not claim('') then return {'replay', seen() or ''} end
-local n = tonumber(ARGV[4])
+// createScript: ARGV[2] = n, then per task: id, record, state, queue,
+// type, unique key, outbox score. A unique key is free when its holder is
+// gone or finished (in the finished index, which agrees with the records).
+// Replies {holders}: empty when every task was stored, else one
+// comma-separated entry per task, empty when stored, else the ID of the
+// task holding its ID or unique key.
+//
+// Create needs no replay marker: a resent Create finds the very record it
+// wrote (nobody can have changed it yet, as its ID is known to the caller
+// only until Create returns) and reports it stored again. Creating a task
+// identical to a stored one is therefore not a duplicate; any difference
+// is. The script is written without the prelude to keep the hottest call
+// lean.
+const createScript = `
+local P = ARGV[1]
+local n = tonumber(ARGV[2])
 local res, dup = {}, false
 for i = 0, n - 1 do
-  local b = 5 + i * 7
-  local id, js, st, q, ty, uk, sc = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
+  local b = 3 + i * 7
+  local id, js, uk = ARGV[b], ARGV[b + 1], ARGV[b + 5]
+  local tkey = P .. ':t:' .. id
   local holder, ukey = '', nil
   if uk ~= '' then
     ukey = P .. ':u:' .. uk
     local h = redis.call('GET', ukey)
-    if h and h ~= id and redis.call('EXISTS', tkey(h)) == 1 and not redis.call('ZSCORE', P .. ':d', h) then
+    if h and h ~= id and redis.call('EXISTS', P .. ':t:' .. h) == 1 and not redis.call('ZSCORE', P .. ':d', h) then
       holder = h
     end
   end
   if holder == '' then
-    if redis.call('SET', tkey(id), js, 'NX') then
+    if redis.call('SET', tkey, js, 'NX') then
+      local q, ty = ARGV[b + 3], ARGV[b + 4]
       if ukey then redis.call('SET', ukey, id) end
-      redis.call('ZADD', ikey(st, q, ty), 0, id)
+      redis.call('ZADD', P .. ':i:' .. ARGV[b + 2] .. ':' .. q .. ':' .. ty, 0, id)
       redis.call('SADD', P .. ':c', q .. ':' .. ty)
-      redis.call('ZADD', P .. ':o', sc, id)
-    else
+      redis.call('ZADD', P .. ':o', ARGV[b + 6], id)
+    elseif redis.call('GET', tkey) ~= js then
       holder = id
     end
   end
   if holder ~= '' then dup = true end
   res[#res + 1] = holder
 end
-if not dup then return {'ok', ''} end
-local out = table.concat(res, ',')
-done(out)
-return {'ok', out}
+if not dup then return '' end
+return table.concat(res, ',')
 `
 
 // startScript: ARGV[4..8] = id, attempt, redelivered (0/1), worker ID,
@@ -425,7 +430,7 @@ return out
 `
 
 var (
-	createScript       = redis.NewScript(luaCore + createBody)
+	createLua          = redis.NewScript(createScript)
 	startScript        = redis.NewScript(luaCore + luaRecord + startBody)
 	finishScript       = redis.NewScript(luaCore + luaRecord + finishBody)
 	cancelScript       = redis.NewScript(luaCore + luaRecord + cancelBody)

@@ -104,7 +104,9 @@ func (s *Store) read(ctx context.Context, sc *redis.Script, key string, args ...
 
 // Create stores new tasks and puts them in the outbox. See
 // scheduler.Store. A task whose ID is already stored is not written and
-// gets a *scheduler.DuplicateError with ExistingID equal to its own ID.
+// gets a *scheduler.DuplicateError with ExistingID equal to its own ID,
+// unless the stored record is exactly the one this task encodes to: a
+// resent or repeated Create of the same task reports it stored.
 func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, error) {
 	type prepared struct {
 		t    *scheduler.Task
@@ -142,15 +144,10 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 		for _, p := range chunk {
 			args = append(args, p.args...)
 		}
-		reply, err := s.run(ctx, createScript, s.ns+":c", args...)
+		payload, err := createLua.Run(ctx, s.rdb, []string{s.ns + ":c"}, append([]any{s.ns}, args...)...).Text()
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: create: %w", err)
 		}
-		status, payload, err := statusReply(reply)
-		if err != nil {
-			return nil, err
-		}
-		s.replayed(status, "create", "")
 		if payload == "" {
 			continue // every task stored
 		}
@@ -189,7 +186,7 @@ func (s *Store) Get(ctx context.Context, id string) (*scheduler.Task, error) {
 // decode parses the record of id.
 func (s *Store) decode(id string, b []byte) (*scheduler.Task, error) {
 	t := new(scheduler.Task)
-	if err := json.Unmarshal(b, t); err != nil {
+	if err := t.UnmarshalJSON(b); err != nil { // validates b once; json.Unmarshal would twice
 		return nil, &CorruptRecordError{Key: s.taskKey(id), Err: err}
 	}
 	if t.ID != id || !t.State.Valid() {
@@ -586,7 +583,7 @@ func stored(s string) string {
 // and result members moved last, so that scripts find where the members
 // they change end without decoding the payload (see luaRecord).
 func record(t *scheduler.Task) ([]byte, error) {
-	js, err := json.Marshal(t)
+	js, err := t.MarshalJSON() // compact already: json.Marshal would check and compact it again
 	if err != nil {
 		return nil, &scheduler.ValidationError{Field: "task", Reason: err.Error()}
 	}

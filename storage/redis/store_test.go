@@ -418,14 +418,23 @@ func TestUniqueKeys(t *testing.T) {
 		_, err = h.s.Get(ctx, b.ID)
 		require.ErrorIs(t, err, scheduler.ErrTaskNotFound, "a duplicate is not stored")
 
-		res, err = h.s.Create(ctx, []*scheduler.Task{b, a})
+		changed := a.Clone()
+		changed.Priority = scheduler.PriorityHigh
+		res, err = h.s.Create(ctx, []*scheduler.Task{b, changed})
 		require.NoError(t, err)
 		require.ErrorAs(t, res[0], &de)
 		require.Equal(t, a.ID, de.ExistingID)
 		require.ErrorAs(t, res[1], &de, "an ID already stored")
 		require.Equal(t, a.ID, de.ExistingID)
+		h.create(t, a) // creating the very task stored is idempotent
+		require.Equal(t, a, h.get(t, a.ID))
+		h.start(t, a.ID)
+		res, err = h.s.Create(ctx, []*scheduler.Task{a})
+		require.NoError(t, err)
+		require.ErrorAs(t, res[0], &de, "the stored task moved on: a duplicate")
 
-		h.finish(t, a.ID, scheduler.StateSucceeded, now())
+		_, err = h.s.Finish(ctx, a.ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateSucceeded, Now: now()})
+		require.NoError(t, err)
 		h.create(t, b)
 		h.checkConsistent(t)
 	})
