@@ -259,7 +259,7 @@ type memory struct {
 	markerCount                      int
 }
 
-func measureMemory(b *testing.B, h *harness) memory {
+func measureMemory(b testing.TB, h *harness) memory {
 	ctx := context.Background()
 	keys, err := scanKeys(ctx, h.rdb, h.ns)
 	require.NoError(b, err)

@@ -759,3 +759,33 @@ func TestRecordContentThatLooksLikeMembers(t *testing.T) {
 		h.checkConsistent(t)
 	})
 }
+
+// The Redis memory a finished small task takes, record plus index
+// entries, measured with MEMORY USAGE over the namespace. The bound only
+// catches a layout regression (an extra index entry per task, records
+// that keep growing); BenchmarkMemoryPerTask reports the figure.
+func TestMemoryPerFinishedTask(t *testing.T) {
+	t.Parallel()
+	h := newReal(t)
+	ctx := context.Background()
+	const n = 1000
+	tasks := make([]*scheduler.Task, n)
+	for i := range tasks {
+		tasks[i] = smallTask()
+	}
+	for start := 0; start < n; start += 100 {
+		h.create(t, tasks[start:start+100]...)
+	}
+	for _, task := range tasks {
+		_, err := h.s.Start(ctx, task.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
+		require.NoError(t, err)
+		_, err = h.s.Finish(ctx, task.ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateSucceeded, Now: time.Now()})
+		require.NoError(t, err)
+	}
+	m := measureMemory(t, h)
+	perTask := float64(m.total) / n
+	t.Logf("finished small task: %.0f bytes (record %.0f, index entries %.0f); replay marker %.0f bytes while it lives",
+		perTask, float64(m.records)/n, float64(m.indexes)/n, float64(m.markers)/float64(max(m.markerCount, 1)))
+	require.Less(t, perTask, 900.0)
+	h.checkConsistent(t)
+}
