@@ -139,12 +139,12 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 	res := make([]error, len(tasks))
 	for start := 0; start < len(prep); start += createChunk {
 		chunk := prep[start:min(start+createChunk, len(prep))]
-		args := make([]any, 0, 1+7*len(chunk))
-		args = append(args, len(chunk))
+		args := make([]any, 0, 2+7*len(chunk))
+		args = append(args, s.ns, len(chunk))
 		for _, p := range chunk {
 			args = append(args, p.args...)
 		}
-		payload, err := createLua.Run(ctx, s.rdb, []string{s.ns + ":c"}, append([]any{s.ns}, args...)...).Text()
+		payload, err := createLua.Run(ctx, s.rdb, []string{s.ns + ":c"}, args...).Text()
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: create: %w", err)
 		}
