@@ -321,3 +321,99 @@ func BenchmarkDecodeRecord(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVsRaw interleaves each store call with its raw baseline (a
+// plain SET or GET of the same record bytes) in every iteration, so both
+// see the same load on a shared machine, and reports the ratio of their
+// median and mean latencies.
+func BenchmarkVsRaw(b *testing.B) {
+	type pair struct {
+		name  string
+		setup func(h *harness, tasks []*scheduler.Task)
+		store func(h *harness, t *scheduler.Task) error
+		raw   func(h *harness, t *scheduler.Task, js []byte) error
+	}
+	ctx := context.Background()
+	rawSet := func(h *harness, t *scheduler.Task, js []byte) error {
+		return h.rdb.Set(ctx, h.ns+":raw:"+t.ID, js, 0).Err()
+	}
+	rawGet := func(h *harness, t *scheduler.Task, _ []byte) error {
+		return h.rdb.Get(ctx, h.ns+":raw:"+t.ID).Err()
+	}
+	startAll := func(h *harness, tasks []*scheduler.Task) {
+		createAll(b, h, tasks)
+		for _, t := range tasks {
+			_, err := h.s.Start(ctx, t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
+			require.NoError(b, err)
+		}
+	}
+	for _, p := range []pair{
+		{"SetTask", nil, func(h *harness, t *scheduler.Task) error {
+			res, err := h.s.Create(ctx, []*scheduler.Task{t})
+			if err == nil && res[0] != nil {
+				err = res[0]
+			}
+			return err
+		}, rawSet},
+		{"GetTask", func(h *harness, tasks []*scheduler.Task) { createAll(b, h, tasks) }, func(h *harness, t *scheduler.Task) error {
+			_, err := h.s.Get(ctx, t.ID)
+			return err
+		}, rawGet},
+		{"Start", func(h *harness, tasks []*scheduler.Task) { createAll(b, h, tasks) }, func(h *harness, t *scheduler.Task) error {
+			_, err := h.s.Start(ctx, t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
+			return err
+		}, rawSet},
+		{"Finish", startAll, func(h *harness, t *scheduler.Task) error {
+			_, err := h.s.Finish(ctx, t.ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateSucceeded, Now: time.Now()})
+			return err
+		}, rawSet},
+	} {
+		b.Run(p.name, func(b *testing.B) {
+			h := benchHarness(b)
+			tasks := smallTasks(b.N)
+			js := make([][]byte, b.N)
+			for i, t := range tasks {
+				js[i], _ = record(t)
+			}
+			if p.setup != nil {
+				p.setup(h, tasks)
+			}
+			if p.name == "GetTask" {
+				for i, t := range tasks {
+					require.NoError(b, rawSet(h, t, js[i]))
+				}
+			}
+			ds, dr := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if err := p.store(h, tasks[i]); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if err := p.raw(h, tasks[i], js[i]); err != nil {
+					b.Fatal(err)
+				}
+				ds, dr = append(ds, t1.Sub(t0)), append(dr, time.Since(t1))
+			}
+			b.StopTimer()
+			mean := func(d []time.Duration) float64 {
+				var sum time.Duration
+				for _, x := range d {
+					sum += x
+				}
+				return float64(sum.Nanoseconds()) / float64(len(d)) / 1e3
+			}
+			med := func(d []time.Duration) float64 {
+				slices.Sort(d)
+				return float64(d[len(d)/2].Nanoseconds()) / 1e3
+			}
+			ms, mr := mean(ds), mean(dr)
+			ps, pr := med(ds), med(dr)
+			b.ReportMetric(ps, "p50-µs")
+			b.ReportMetric(pr, "raw-p50-µs")
+			b.ReportMetric(ps/pr, "x-raw-p50")
+			b.ReportMetric(ms/mr, "x-raw-mean")
+		})
+	}
+}
