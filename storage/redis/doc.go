@@ -40,8 +40,8 @@
 //	{p}:wc:<worker id>             set     IDs of the worker's running tasks canceled since its last
 //	                                       heartbeat; expires after an hour without heartbeat
 //	{p}:claim:<key>                string  Claim: a token, TTL of the claim
-//	{p}:op:<token>                 string  replay marker of one changing call (not Create), TTL of
-//	                                       the replay window (WithReplayWindow)
+//	{p}:op:<token>                 string  replay marker of one changing call, TTL of the replay
+//	                                       window (WithReplayWindow)
 //
 // Unique keys and worker IDs appear in key names as they read back from
 // JSON (invalid UTF-8 replaced by U+FFFD).
@@ -64,15 +64,14 @@
 //
 // go-redis resends a command whose reply it did not receive (MaxRetries),
 // so a script can run twice although the caller sent it once. Every
-// changing script but Create takes a token unique to its call and records
-// it, with a TTL of the replay window, in the same script; a second run
-// finds it and answers as the first did (Heartbeat and Purge with the saved
+// changing script takes a token unique to its call and records it, with a
+// TTL of the replay window, in the same script; a second run finds it and
+// answers as the first did (Create, Heartbeat and Purge with the saved
 // reply, transitions with the task as it is now) without applying anything
 // again. A call refused by its fence records nothing, so its resend is
-// refused the same way. A resent Create finds the very records it wrote (no
-// one else knows the new IDs before Create returns) and reports them
-// stored. Claim stores its caller's token as the claim, so a resent Claim
-// still wins. The replay window must cover the client's whole retry span.
+// refused the same way. Claim stores its caller's token as the claim, so a
+// resent Claim still wins. The replay window must cover the client's whole
+// retry span.
 //
 // # Errors
 //

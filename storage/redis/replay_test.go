@@ -145,7 +145,7 @@ func TestRetriedCallAppliesOnce(t *testing.T) {
 		require.True(t, ok)
 
 		require.Equal(t, base+8, dials.Load(), "each lost reply cost one reconnect")
-		require.Equal(t, 6, logs.FilterMessage("retried call had already applied").Len())
+		require.Equal(t, 7, logs.FilterMessage("retried call had already applied").Len())
 		h.checkConsistent(t)
 	}
 	t.Run("miniredis", func(t *testing.T) {

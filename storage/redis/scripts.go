@@ -43,7 +43,9 @@ const luaRecord = `
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local VALID = {pending = true, scheduled = true, running = true, retrying = true, succeeded = true, dead = true, canceled = true}
 local HEAD = {'id', 'type', 'queue', 'priority', 'state', 'attempt', 'max_retries', 'timeout', 'run_at',
-  'created_at', 'started_at', 'finished_at', 'last_error', 'worker_id', 'unique_key'}
+  'created_at', 'started_at', 'finished_at', 'last_error', 'worker_id', 'unique_key', 'schedule', 'tick'}
+local KNOWN = {}
+for _, k in ipairs(HEAD) do KNOWN[k] = true end
 local INT = {priority = true, attempt = true, max_retries = true}
 
 -- load reads and decodes the record of id: nil and 'notfound' or 'corrupt'
@@ -75,6 +77,9 @@ local function set(r, k, x)
   r.v[k] = x
 end
 
+-- save encodes the head in the order Task.MarshalJSON uses, then any
+-- member this script does not know (written by a newer version), and
+-- stores the record.
 local function save(r)
   local parts = {}
   for _, k in ipairs(HEAD) do
@@ -86,6 +91,9 @@ local function save(r)
         parts[#parts + 1] = '"' .. k .. '":' .. cjson.encode(x)
       end
     end
+  end
+  for k, x in pairs(r.v) do
+    if not KNOWN[k] then parts[#parts + 1] = cjson.encode(k) .. ':' .. cjson.encode(x) end
   end
   local s = '{' .. table.concat(parts, ',') .. r.tail
   redis.call('SET', tkey(r.id), s)
@@ -112,27 +120,22 @@ local function release(r)
 end
 `
 
-// createScript: ARGV[2] = n, then per task: id, record, state, queue,
+// createScript: ARGV[4] = n, then per task: id, record, state, queue,
 // type, unique key, outbox score. A unique key is free when its holder is
 // gone or finished (in the finished index, which agrees with the records).
-// Replies {holders}: empty when every task was stored, else one
+// Replies {'ok'|'replay', holders}: holders is empty when every task was stored, else one
 // comma-separated entry per task, empty when stored, else the ID of the
-// task holding its ID or unique key.
-//
-// Create needs no replay marker: a resent Create finds the very record it
-// wrote (nobody can have changed it yet, as its ID is known to the caller
-// only until Create returns) and reports it stored again. Creating a task
-// identical to a stored one is therefore not a duplicate; any difference
-// is. The script is written without the prelude to keep the hottest call
-// lean.
+// task holding its ID or unique key. It is written without the prelude to
+// keep the hottest call lean.
 const createScript = `
 local P = ARGV[1]
-local n = tonumber(ARGV[2])
+local op = P .. ':op:' .. ARGV[2]
+if not redis.call('SET', op, '', 'NX', 'PX', ARGV[3]) then return {'replay', redis.call('GET', op) or ''} end
+local n = tonumber(ARGV[4])
 local res, dup = {}, false
 for i = 0, n - 1 do
-  local b = 3 + i * 7
+  local b = 5 + i * 7
   local id, js, uk = ARGV[b], ARGV[b + 1], ARGV[b + 5]
-  local tkey = P .. ':t:' .. id
   local holder, ukey = '', nil
   if uk ~= '' then
     ukey = P .. ':u:' .. uk
@@ -142,21 +145,23 @@ for i = 0, n - 1 do
     end
   end
   if holder == '' then
-    if redis.call('SET', tkey, js, 'NX') then
+    if redis.call('SET', P .. ':t:' .. id, js, 'NX') then
       local q, ty = ARGV[b + 3], ARGV[b + 4]
       if ukey then redis.call('SET', ukey, id) end
       redis.call('ZADD', P .. ':i:' .. ARGV[b + 2] .. ':' .. q .. ':' .. ty, 0, id)
       redis.call('SADD', P .. ':c', q .. ':' .. ty)
       redis.call('ZADD', P .. ':o', ARGV[b + 6], id)
-    elseif redis.call('GET', tkey) ~= js then
+    else
       holder = id
     end
   end
   if holder ~= '' then dup = true end
   res[#res + 1] = holder
 end
-if not dup then return '' end
-return table.concat(res, ',')
+if not dup then return {'ok', ''} end
+local out = table.concat(res, ',')
+redis.call('SET', op, out, 'PX', ARGV[3])
+return {'ok', out}
 `
 
 // startScript: ARGV[4..8] = id, attempt, redelivered (0/1), worker ID,

@@ -104,9 +104,7 @@ func (s *Store) read(ctx context.Context, sc *redis.Script, key string, args ...
 
 // Create stores new tasks and puts them in the outbox. See
 // scheduler.Store. A task whose ID is already stored is not written and
-// gets a *scheduler.DuplicateError with ExistingID equal to its own ID,
-// unless the stored record is exactly the one this task encodes to: a
-// resent or repeated Create of the same task reports it stored.
+// gets a *scheduler.DuplicateError with ExistingID equal to its own ID.
 func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, error) {
 	type prepared struct {
 		t    *scheduler.Task
@@ -139,15 +137,20 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 	res := make([]error, len(tasks))
 	for start := 0; start < len(prep); start += createChunk {
 		chunk := prep[start:min(start+createChunk, len(prep))]
-		args := make([]any, 0, 2+7*len(chunk))
-		args = append(args, s.ns, len(chunk))
+		args := make([]any, 0, 4+7*len(chunk))
+		args = append(args, s.ns, s.token(), s.replayMS, len(chunk))
 		for _, p := range chunk {
 			args = append(args, p.args...)
 		}
-		payload, err := createLua.Run(ctx, s.rdb, []string{s.ns + ":c"}, args...).Text()
+		reply, err := createLua.Run(ctx, s.rdb, []string{s.ns + ":c"}, args...).Slice()
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: create: %w", err)
 		}
+		status, payload, err := statusReply(reply)
+		if err != nil {
+			return nil, err
+		}
+		s.replayed(status, "create", "")
 		if payload == "" {
 			continue // every task stored
 		}
