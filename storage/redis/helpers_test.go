@@ -312,6 +312,6 @@ func (h *harness) followClock(t *testing.T) {
 
 // allScripts lists every script, for preloading.
 var allScripts = []*redis.Script{
-	createLua, startScript, finishScript, cancelScript, retryScript, purgeScript, heartbeatScript,
+	createLua, transitionsScript, cancelScript, retryScript, purgeScript, heartbeatScript,
 	removeWorkerScript, workersScript, claimLua, listScript, countsScript, outboxScript,
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -328,4 +329,97 @@ func drive(ctx context.Context, s *Store, worker string, n int, failed *atomic.I
 		}
 	}
 	return nil
+}
+
+// A batch of transitions whose reply is lost and which go-redis sends again
+// answers each transition as its first execution did: the ones that applied
+// with the task as it is now, the refused ones with the same refusal.
+func TestRetriedTransitionBatch(t *testing.T) {
+	t.Parallel()
+	run := func(t *testing.T, addr string) {
+		ctx := context.Background()
+		rdb, armed, _ := lossyClient(t, addr)
+		h := newHarness(t, rdb, nil)
+		for _, sc := range allScripts {
+			require.NoError(t, sc.Load(ctx, rdb).Err())
+		}
+		a, b, c := newTask(t), newTask(t), newTask(t)
+		h.create(t, a)
+		h.create(t, b)
+		h.create(t, c)
+		h.start(t, c.ID)
+		ops := []transitionOp{
+			{kind: "s", name: "start", id: a.ID, args: []any{0, "0", "w1", "2026-01-02T03:04:05Z"}},
+			{kind: "s", name: "start", id: b.ID, args: []any{5, "0", "w1", "2026-01-02T03:04:05Z"}}, // stale
+			{kind: "f", name: "finish", id: c.ID, args: []any{1, "succeeded", "", "", "", 0, "2026-01-02T03:04:05Z", "1767323045000000", "1767323045000000"}},
+			{kind: "s", name: "start", id: a.ID, args: []any{0, "0", "w2", "2026-01-02T03:04:05Z"}}, // duplicate: stale
+		}
+		armed.Store(true)
+		res, err := h.s.transitionBatch(ctx, ops)
+		require.NoError(t, err)
+		require.False(t, armed.Load(), "the reply was lost once")
+		require.Len(t, res, 4)
+		require.NoError(t, res[0].err)
+		require.Equal(t, scheduler.StateRunning, res[0].t.State)
+		require.Equal(t, 1, res[0].t.Attempt, "started once")
+		require.Equal(t, "w1", res[0].t.WorkerID)
+		require.ErrorIs(t, res[1].err, scheduler.ErrStaleAttempt)
+		require.NoError(t, res[2].err)
+		require.Equal(t, scheduler.StateSucceeded, res[2].t.State)
+		require.ErrorIs(t, res[3].err, scheduler.ErrStaleAttempt)
+		require.Equal(t, scheduler.StatePending, h.get(t, b.ID).State)
+		h.checkConsistent(t)
+	}
+	t.Run("miniredis", func(t *testing.T) {
+		t.Parallel()
+		run(t, newMini(t).mr.Addr())
+	})
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		run(t, realAddr(t))
+	})
+}
+
+// Concurrent starts and finishes share script calls and each gets its own
+// fenced outcome.
+func TestConcurrentTransitionsBatch(t *testing.T) {
+	t.Parallel()
+	backends(t, func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		const n = 200
+		tasks := make([]*scheduler.Task, n)
+		for i := range tasks {
+			tasks[i] = newTask(t)
+		}
+		res, err := h.s.Create(ctx, tasks)
+		require.NoError(t, err)
+		require.Equal(t, make([]error, n), res)
+		var wg sync.WaitGroup
+		var started, stale atomic.Int32
+		for i := range 2 * n { // every task started twice: one wins
+			wg.Go(func() {
+				task := tasks[i%n]
+				got, err := h.s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, WorkerID: "w", Now: now()})
+				if errors.Is(err, scheduler.ErrStaleAttempt) || errors.Is(err, scheduler.ErrTaskFinished) {
+					stale.Add(1) // the other start won
+					return
+				}
+				if !assert.NoError(t, err) {
+					return
+				}
+				started.Add(1)
+				_, err = h.s.Finish(ctx, task.ID, scheduler.FinishParams{Attempt: got.Attempt, State: scheduler.StateSucceeded, Now: now()})
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+		require.Equal(t, int32(n), started.Load())
+		require.Equal(t, int32(n), stale.Load())
+		for _, task := range tasks {
+			got := h.get(t, task.ID)
+			require.Equal(t, scheduler.StateSucceeded, got.State)
+			require.Equal(t, 1, got.Attempt)
+		}
+		h.checkConsistent(t)
+	})
 }

@@ -164,54 +164,103 @@ redis.call('SET', op, out, 'PX', ARGV[3])
 return {'ok', out}
 `
 
-// startScript: ARGV[4..8] = id, attempt, redelivered (0/1), worker ID,
-// now (RFC 3339). The record's msg_attempt member (not part of
-// scheduler.Task) is the attempt of the message driving the task: set by a
-// fresh start, it lets a redelivery of that message, and only of that
-// message, take the task over any number of times.
-const startBody = `
-if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
-local r, err = load(ARGV[4])
-if not r then return refuse(err) end
-if TERMINAL[r.state] then return refuse('finished') end
-local a = tonumber(ARGV[5])
-local fresh = WAITING[r.state] and r.attempt == a
-local takeover = ARGV[6] == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt > a
-  and tonumber(r.v.msg_attempt) == a
-if not fresh and not takeover then return refuse('stale') end
-move(r, 'running')
-r.v.msg_attempt = a
-r.v.attempt = r.attempt + 1
-set(r, 'started_at', ARGV[8])
-set(r, 'worker_id', ARGV[7])
-redis.call('ZREM', P .. ':o', r.id)
-return {'ok', save(r)}
+// luaStart moves a task to running for a message: id, the message's
+// attempt, redelivered ('0'/'1'), worker ID, now (RFC 3339). The record's
+// msg_attempt member (not part of scheduler.Task) is the attempt of the
+// message driving the task: set by a fresh start, it lets a redelivery of
+// that message, and only of that message, take the task over any number
+// of times. Returns 'ok' and the new record, or why it refused.
+const luaStart = `
+local function startOp(id, a, redelivered, worker, now)
+  local r, err = load(id)
+  if not r then return err end
+  if TERMINAL[r.state] then return 'finished' end
+  local fresh = WAITING[r.state] and r.attempt == a
+  local takeover = redelivered == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt > a
+    and tonumber(r.v.msg_attempt) == a
+  if not fresh and not takeover then return 'stale' end
+  move(r, 'running')
+  r.v.msg_attempt = a
+  r.v.attempt = r.attempt + 1
+  set(r, 'started_at', now)
+  set(r, 'worker_id', worker)
+  redis.call('ZREM', P .. ':o', r.id)
+  return 'ok', save(r)
+end
 `
 
-// finishScript: ARGV[4..13] = id, attempt, new state, error, result member
-// (`,"result":...` as Task.MarshalJSON writes it, or empty), run at, added
-// retries, now (RFC 3339), now score, run at score.
-const finishBody = `
-if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
-local r, err = load(ARGV[4])
-if not r then return refuse(err) end
-if TERMINAL[r.state] then return refuse('finished') end
-if r.state ~= 'running' or r.attempt ~= tonumber(ARGV[5]) then return refuse('stale') end
-local to = ARGV[6]
-move(r, to)
-if ARGV[7] ~= '' then set(r, 'last_error', ARGV[7]) end
-if ARGV[8] ~= '' then r.tail = string.sub(r.tail, 1, -2) .. ARGV[8] .. '}' end
-if ARGV[9] ~= '' then set(r, 'run_at', ARGV[9]) end
-local add = tonumber(ARGV[10])
-if add > 0 then r.v.max_retries = (tonumber(r.v.max_retries) or 0) + add end
-if TERMINAL[to] then
-  set(r, 'finished_at', ARGV[11])
-  redis.call('ZADD', P .. ':d', ARGV[12], r.id)
-  release(r)
-elseif to == 'retrying' or to == 'scheduled' then
-  redis.call('ZADD', P .. ':o', ARGV[13], r.id)
+// luaFinish records the outcome of a running attempt: id, attempt, new
+// state, error, result member (`,"result":...` as Task.MarshalJSON writes
+// it, or empty), run at, added retries, now (RFC 3339), now score, run at
+// score. Returns 'ok' and the new record, or why it refused.
+const luaFinish = `
+local function finishOp(id, attempt, to, errtext, result, runAt, add, now, nowScore, runAtScore)
+  local r, err = load(id)
+  if not r then return err end
+  if TERMINAL[r.state] then return 'finished' end
+  if r.state ~= 'running' or r.attempt ~= attempt then return 'stale' end
+  move(r, to)
+  if errtext ~= '' then set(r, 'last_error', errtext) end
+  if result ~= '' then r.tail = string.sub(r.tail, 1, -2) .. result .. '}' end
+  if runAt ~= '' then set(r, 'run_at', runAt) end
+  if add > 0 then r.v.max_retries = (tonumber(r.v.max_retries) or 0) + add end
+  if TERMINAL[to] then
+    set(r, 'finished_at', now)
+    redis.call('ZADD', P .. ':d', nowScore, r.id)
+    release(r)
+  elseif to == 'retrying' or to == 'scheduled' then
+    redis.call('ZADD', P .. ':o', runAtScore, r.id)
+  end
+  return 'ok', save(r)
 end
-return {'ok', save(r)}
+`
+
+// transitionsBody runs a batch of starts and finishes, each fenced on its
+// own exactly as if it ran alone, in order: ARGV[4] = n, then per
+// transition 's' and the 5 arguments of luaStart, or 'f' and the 10 of
+// luaFinish. Replies {status, record, ...}, one pair per transition: 'ok'
+// and the new record, or the reason it was refused and an empty string. The batch
+// records the status of each transition under its token; a replayed batch
+// answers 'replay' and the record as it is now for those that applied, and
+// the same refusal for the others.
+const transitionsBody = `
+local n = tonumber(ARGV[4])
+local out = {}
+local i = 5
+local prev = seen()
+if prev then
+  local sts = {}
+  for st in string.gmatch(prev, '[^,]+') do sts[#sts + 1] = st end
+  for k = 1, n do
+    local kind, id = ARGV[i], ARGV[i + 1]
+    if sts[k] == 'ok' then
+      out[#out + 1] = 'replay'
+      out[#out + 1] = redis.call('GET', tkey(id)) or ''
+    else
+      out[#out + 1] = sts[k] or 'stale'
+      out[#out + 1] = ''
+    end
+    if kind == 's' then i = i + 6 else i = i + 11 end
+  end
+  return out
+end
+local sts = {}
+for k = 1, n do
+  local st, rec
+  if ARGV[i] == 's' then
+    st, rec = startOp(ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
+    i = i + 6
+  else
+    st, rec = finishOp(ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
+      tonumber(ARGV[i + 7]), ARGV[i + 8], ARGV[i + 9], ARGV[i + 10])
+    i = i + 11
+  end
+  sts[k] = st
+  out[#out + 1] = st
+  out[#out + 1] = rec or ''
+end
+done(table.concat(sts, ','))
+return out
 `
 
 // cancelScript: ARGV[4..9] = id, reason, only unstarted (0/1), now (RFC
@@ -463,8 +512,7 @@ return out
 
 var (
 	createLua          = redis.NewScript(createScript)
-	startScript        = redis.NewScript(luaCore + luaRecord + startBody)
-	finishScript       = redis.NewScript(luaCore + luaRecord + finishBody)
+	transitionsScript  = redis.NewScript(luaCore + luaRecord + luaStart + luaFinish + transitionsBody)
 	cancelScript       = redis.NewScript(luaCore + luaRecord + cancelBody)
 	retryScript        = redis.NewScript(luaCore + luaRecord + retryBody)
 	purgeScript        = redis.NewScript(luaCore + luaRecord + purgeBody)

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dtsched/scheduler"
+	"github.com/dtsched/scheduler/internal/coalesce"
 )
 
 // createChunk is the most tasks one Create script writes; a larger batch
@@ -45,6 +46,8 @@ type Store struct {
 	log      *zap.Logger
 	nonce    string
 	seq      atomic.Uint64
+
+	transitions *coalesce.Group[transitionOp, transitionResult]
 }
 
 var _ scheduler.Store = (*Store)(nil)
@@ -69,13 +72,17 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("redisstore: operation nonce: %w", err)
 	}
-	return &Store{
+	s := &Store{
 		rdb:      client,
 		ns:       "{" + o.prefix + "}",
 		replayMS: strconv.FormatInt(o.replay.Milliseconds(), 10),
 		log:      o.log,
 		nonce:    hex.EncodeToString(b[:]),
-	}, nil
+	}
+	s.transitions = &coalesce.Group[transitionOp, transitionResult]{
+		Run: s.transitionBatch, MaxBatch: maxTransitionBatch, MaxInFlight: maxTransitionsInFlight,
+	}
+	return s, nil
 }
 
 func (s *Store) taskKey(id string) string { return s.ns + ":t:" + id }
@@ -208,7 +215,8 @@ func (s *Store) Start(ctx context.Context, id string, p scheduler.StartParams) (
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: start %s: %w", id, err)
 	}
-	return s.transition(ctx, startScript, "start", id, id, p.Attempt, flag(p.Redelivered), stored(p.WorkerID), now)
+	return s.transition1(ctx, transitionOp{kind: "s", name: "start", id: id,
+		args: []any{p.Attempt, flag(p.Redelivered), stored(p.WorkerID), now}})
 }
 
 // Finish records the outcome of a running attempt. See scheduler.Store.
@@ -242,8 +250,8 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 			return nil, fmt.Errorf("redisstore: finish %s: %w", id, err)
 		}
 	}
-	return s.transition(ctx, finishScript, "finish", id, id, p.Attempt, string(p.State), stored(p.Error), result,
-		runAt, p.AddRetries, now, micros(p.Now), micros(p.RunAt))
+	return s.transition1(ctx, transitionOp{kind: "f", name: "finish", id: id,
+		args: []any{p.Attempt, string(p.State), stored(p.Error), result, runAt, p.AddRetries, now, micros(p.Now), micros(p.RunAt)}})
 }
 
 // Cancel moves a task in any non-terminal state to canceled. See
@@ -270,13 +278,69 @@ func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*scheduler
 	return s.transition(ctx, retryScript, "retry", id, id, micros(now))
 }
 
-// transition runs the script of one task's state change and decodes the
-// record it returns.
-func (s *Store) transition(ctx context.Context, sc *redis.Script, op, id string, args ...any) (*scheduler.Task, error) {
-	reply, err := s.run(ctx, sc, s.taskKey(id), args...)
+// transition1 runs op in a batch with the starts and finishes of
+// concurrent callers: one script call carries them all.
+func (s *Store) transition1(ctx context.Context, op transitionOp) (*scheduler.Task, error) {
+	r, err := s.transitions.Do(ctx, op)
 	if err != nil {
-		return nil, fmt.Errorf("redisstore: %s %s: %w", op, id, err)
+		if ctx.Err() != nil && !strings.HasPrefix(err.Error(), "redisstore:") {
+			return nil, fmt.Errorf("redisstore: %s %s: %w", op.name, op.id, err)
+		}
+		return nil, err
 	}
+	return r.t, r.err
+}
+
+// transitionOp is one Start or Finish waiting for its batch.
+type transitionOp struct {
+	kind string // "s" (start) or "f" (finish)
+	name string // for errors and logs
+	id   string
+	args []any // after the ID, as transitionsBody takes them
+}
+
+// maxTransitionBatch bounds the starts and finishes of one script call.
+const maxTransitionBatch = 128
+
+// maxTransitionsInFlight bounds the concurrent batch calls of one store.
+const maxTransitionsInFlight = 4
+
+// transitionBatch runs a batch of starts and finishes in one script call:
+// each is fenced on its own, as if it ran alone, and each gets its own
+// result.
+func (s *Store) transitionBatch(ctx context.Context, ops []transitionOp) ([]transitionResult, error) {
+	n := 4 + len(ops)*11
+	args := make([]any, 0, n)
+	args = append(args, s.ns, s.token(), s.replayMS, len(ops))
+	for _, op := range ops {
+		args = append(args, op.kind, op.id)
+		args = append(args, op.args...)
+	}
+	reply, err := transitionsScript.Run(ctx, s.rdb, []string{s.taskKey(ops[0].id)}, args...).Slice()
+	if err != nil {
+		if len(ops) == 1 {
+			return nil, fmt.Errorf("redisstore: %s %s: %w", ops[0].name, ops[0].id, err)
+		}
+		return nil, fmt.Errorf("redisstore: %s %s (with %d other transitions): %w", ops[0].name, ops[0].id, len(ops)-1, err)
+	}
+	if len(reply) != 2*len(ops) {
+		return nil, fmt.Errorf("%w: %d values for %d transitions", errReplyShape, len(reply), len(ops))
+	}
+	out := make([]transitionResult, len(ops))
+	for i, op := range ops {
+		out[i].t, out[i].err = s.transitionResult(op.name, op.id, reply[2*i:2*i+2])
+	}
+	return out, nil
+}
+
+// transitionResult is the outcome of one transitionOp.
+type transitionResult struct {
+	t   *scheduler.Task
+	err error
+}
+
+// transitionResult decodes the {status, record} reply of one transition.
+func (s *Store) transitionResult(op, id string, reply []any) (*scheduler.Task, error) {
 	status, rec, err := statusReply(reply)
 	if err != nil {
 		return nil, err
@@ -292,6 +356,16 @@ func (s *Store) transition(ctx context.Context, sc *redis.Script, op, id string,
 		return nil, s.statusError(status, id)
 	}
 	return s.decode(id, []byte(rec))
+}
+
+// transition runs the script of one task's state change and decodes the
+// record it returns.
+func (s *Store) transition(ctx context.Context, sc *redis.Script, op, id string, args ...any) (*scheduler.Task, error) {
+	reply, err := s.run(ctx, sc, s.taskKey(id), args...)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: %s %s: %w", op, id, err)
+	}
+	return s.transitionResult(op, id, reply)
 }
 
 // Outbox returns up to limit tasks that entered the outbox before

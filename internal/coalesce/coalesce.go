@@ -1,0 +1,176 @@
+// Package coalesce runs concurrent calls of one operation as batches
+// ("group commit"), without a background goroutine.
+//
+// A call that finds fewer than MaxInFlight batches running runs at once,
+// as a batch of its own plus whatever calls are waiting; otherwise it
+// waits. When a batch ends and calls are waiting, the batch's runner hands
+// the next batch to the first of them, which runs it in its own goroutine.
+// So a lone caller never waits, and under load batches grow to whatever
+// accumulated while the previous ones ran: one round trip carries many
+// calls, and no timer adds latency.
+package coalesce
+
+import (
+	"context"
+	"sync"
+)
+
+// Group batches the calls of one operation. The zero value is not usable;
+// set Run, MaxBatch and MaxInFlight.
+type Group[Req, Res any] struct {
+	// Run performs a batch and returns one result per request, in order, or
+	// an error for the whole batch. ctx carries the values of the first
+	// call's context and ends when every call's context has ended.
+	Run func(ctx context.Context, reqs []Req) ([]Res, error)
+	// MaxBatch bounds the requests of one batch.
+	MaxBatch int
+	// MaxInFlight bounds the batches running at once.
+	MaxInFlight int
+
+	mu       sync.Mutex
+	queue    []*call[Req, Res]
+	inFlight int
+}
+
+type call[Req, Res any] struct {
+	ctx   context.Context
+	req   Req
+	res   Res
+	err   error
+	done  chan struct{}        // closed when res and err are set
+	lead  chan []*call[Req, Res] // receives the batch this call must run
+	taken bool                 // in a batch (guarded by Group.mu)
+}
+
+// Do runs req in a batch and returns its result. If ctx ends while the
+// call still waits for a batch, Do returns ctx.Err() and req is never run;
+// once its batch has started, Do waits for the batch's outcome.
+func (g *Group[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
+	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan struct{})}
+	g.mu.Lock()
+	if g.inFlight < g.MaxInFlight {
+		g.inFlight++
+		g.queue = append(g.queue, c)
+		batch := g.takeLocked()
+		g.mu.Unlock()
+		g.runAndHandOff(batch)
+		return c.res, c.err
+	}
+	c.lead = make(chan []*call[Req, Res], 1)
+	g.queue = append(g.queue, c)
+	g.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case batch := <-c.lead:
+		g.runAndHandOff(batch)
+		return c.res, c.err
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	if !c.taken {
+		for i, q := range g.queue {
+			if q == c {
+				g.queue = append(g.queue[:i], g.queue[i+1:]...)
+				break
+			}
+		}
+		g.mu.Unlock()
+		var zero Res
+		return zero, ctx.Err()
+	}
+	g.mu.Unlock()
+	// Taken meanwhile: the batch runs, maybe by this call.
+	select {
+	case <-c.done:
+	case batch := <-c.lead:
+		g.runAndHandOff(batch)
+	}
+	return c.res, c.err
+}
+
+// takeLocked removes the next batch from the queue.
+func (g *Group[Req, Res]) takeLocked() []*call[Req, Res] {
+	n := min(len(g.queue), max(g.MaxBatch, 1))
+	batch := make([]*call[Req, Res], n)
+	copy(batch, g.queue[:n])
+	clear(g.queue[:n])
+	g.queue = g.queue[n:]
+	if len(g.queue) == 0 {
+		g.queue = nil
+	}
+	for _, c := range batch {
+		c.taken = true
+	}
+	return batch
+}
+
+// runAndHandOff runs batch, then gives the next batch, if calls wait, to
+// the first of them; the batch slot passes with it.
+func (g *Group[Req, Res]) runAndHandOff(batch []*call[Req, Res]) {
+	g.run(batch)
+	g.mu.Lock()
+	if len(g.queue) == 0 {
+		g.inFlight--
+		g.mu.Unlock()
+		return
+	}
+	next := g.takeLocked()
+	g.mu.Unlock()
+	next[0].lead <- next
+}
+
+func (g *Group[Req, Res]) run(batch []*call[Req, Res]) {
+	ctx, stop := batchContext(batch)
+	reqs := make([]Req, len(batch))
+	for i, c := range batch {
+		reqs[i] = c.req
+	}
+	res, err := g.Run(ctx, reqs)
+	stop()
+	for i, c := range batch {
+		if err != nil {
+			c.err = err
+		} else {
+			c.res = res[i]
+		}
+		close(c.done)
+	}
+}
+
+// batchContext returns a context with the first call's values that ends
+// when every call's context has ended.
+func batchContext[Req, Res any](batch []*call[Req, Res]) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(batch[0].ctx))
+	if len(batch) == 1 {
+		stop := context.AfterFunc(batch[0].ctx, cancel)
+		return ctx, func() { stop(); cancel() }
+	}
+	var mu sync.Mutex
+	left := len(batch)
+	stops := make([]func() bool, 0, len(batch))
+	for _, c := range batch {
+		if c.ctx.Done() == nil {
+			// Never ends: neither does the batch.
+			for _, s := range stops {
+				s()
+			}
+			return ctx, cancel
+		}
+		stops = append(stops, context.AfterFunc(c.ctx, func() {
+			mu.Lock()
+			left--
+			last := left == 0
+			mu.Unlock()
+			if last {
+				cancel()
+			}
+		}))
+	}
+	return ctx, func() {
+		for _, s := range stops {
+			s()
+		}
+		cancel()
+	}
+}
