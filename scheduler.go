@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/dtsched/scheduler/internal/coalesce"
 	"github.com/dtsched/scheduler/internal/failpoint"
 )
 
@@ -26,6 +27,7 @@ type Scheduler struct {
 	now    func() time.Time
 
 	published *batcher // takes tasks of confirmed messages out of the outbox
+	submits   *coalesce.Group[*Task, SubmitResult]
 
 	closed  atomic.Bool
 	mu      sync.Mutex
@@ -64,6 +66,7 @@ func New(broker Broker, store Store, opts ...Option) (*Scheduler, error) {
 	s.published = newBatcher(func(ctx context.Context, msgs []Message) error {
 		return store.Published(ctx, msgs...)
 	}, s.log)
+	s.submits = &coalesce.Group[*Task, SubmitResult]{Run: s.submit, MaxBatch: maxSubmitBatch, MaxInFlight: maxSubmitsInFlight}
 	return s, nil
 }
 
@@ -98,6 +101,8 @@ type SubmitResult struct {
 
 // Submit stores a task and publishes it. It returns the task's ID and nil
 // only once the task is durable in both the store and the broker.
+// Concurrent calls share their store writes and publishes: each batch is
+// one Store.Create and one Broker.Publish.
 //
 // With WithUniqueKey, while another task with the key is unfinished, it
 // returns that task's ID and a *DuplicateError (errors.Is
@@ -115,12 +120,24 @@ func (s *Scheduler) Submit(ctx context.Context, taskType string, payload []byte,
 	if err != nil {
 		return "", err
 	}
-	res, err := s.submit(ctx, []*Task{t})
+	if s.closed.Load() {
+		return "", ErrClosed
+	}
+	res, err := s.submits.Do(ctx, t)
 	if err != nil {
 		return "", err
 	}
-	return res[0].ID, res[0].Err
+	return res.ID, res.Err
 }
+
+// Concurrent Submit calls are stored and published together: a call that
+// arrives while maxSubmitsInFlight batches are being stored and published
+// waits for the next batch (of at most maxSubmitBatch tasks), which then
+// takes one store call and one Publish. A lone Submit runs at once.
+const (
+	maxSubmitBatch     = 256
+	maxSubmitsInFlight = 4
+)
 
 // SubmitMany submits a batch in one store round trip and one publish. If
 // any request is invalid, nothing is stored and the error names it (its

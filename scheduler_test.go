@@ -785,3 +785,88 @@ func TestLostDelayedMessageIsRepublished(t *testing.T) {
 	got := waitState(t, sched, delayed, scheduler.StateSucceeded)
 	require.Equal(t, 2, got.Attempt, "the lost delayed message and the lost retry were both republished once overdue")
 }
+
+// gatedBroker holds every Publish until its gate opens and counts the
+// calls and messages.
+type gatedBroker struct {
+	scheduler.Broker
+	gate  chan struct{}
+	calls atomic.Int32
+	msgs  atomic.Int32
+}
+
+func (g *gatedBroker) Publish(ctx context.Context, msgs ...scheduler.Message) error {
+	g.calls.Add(1)
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	g.msgs.Add(int32(len(msgs)))
+	return g.Broker.Publish(ctx, msgs...)
+}
+
+// Concurrent Submit calls share store writes and publishes, and each still
+// gets its own answer: one task wins a unique key, the others learn its
+// ID; a call whose context ends while it waits for a batch stores nothing.
+func TestConcurrentSubmitsShareBatches(t *testing.T) {
+	t.Parallel()
+	b, s := membroker.New(), memstore.New()
+	defer b.Close()
+	gb := &gatedBroker{Broker: b, gate: make(chan struct{})}
+	sched, err := scheduler.New(gb, s)
+	require.NoError(t, err)
+	defer sched.Close()
+	ctx := context.Background()
+
+	// The first calls hold every batch slot until the gate opens.
+	const holders = 8
+	var wg sync.WaitGroup
+	for range holders {
+		wg.Go(func() {
+			_, err := sched.Submit(ctx, "job", nil)
+			assert.NoError(t, err)
+		})
+	}
+	require.Eventually(t, func() bool { return gb.calls.Load() >= 1 }, wait, time.Millisecond)
+
+	canceled, cancel := context.WithCancel(ctx)
+	const n = 50
+	ids := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			c := ctx
+			if i == 0 {
+				c = canceled
+			}
+			ids[i], errs[i] = sched.Submit(c, "job", nil, scheduler.WithUniqueKey("one"))
+		})
+	}
+	cancel()
+	close(gb.gate)
+	wg.Wait()
+
+	winner := ""
+	for i := range n {
+		if errs[i] == nil {
+			require.Empty(t, winner, "only one task holds the key")
+			winner = ids[i]
+		}
+	}
+	require.NotEmpty(t, winner)
+	for i := range n {
+		switch {
+		case errs[i] == nil:
+		case errors.Is(errs[i], context.Canceled):
+			require.Empty(t, ids[i])
+		default:
+			require.ErrorIs(t, errs[i], scheduler.ErrDuplicateTask)
+			require.Equal(t, winner, ids[i])
+		}
+	}
+	require.Less(t, gb.calls.Load(), int32(holders+n), "calls shared publishes")
+	counts, err := sched.Counts(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(gb.msgs.Load()), counts[scheduler.StatePending], "every stored task was published")
+}
