@@ -37,9 +37,9 @@ type call[Req, Res any] struct {
 	req   Req
 	res   Res
 	err   error
-	done  chan struct{}        // closed when res and err are set
+	done  chan struct{}          // closed when res and err are set
 	lead  chan []*call[Req, Res] // receives the batch this call must run
-	taken bool                 // in a batch (guarded by Group.mu)
+	taken bool                   // in a batch (guarded by Group.mu)
 }
 
 // Do runs req in a batch and returns its result. If ctx ends while the
