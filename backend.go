@@ -54,6 +54,20 @@ type Broker interface {
 	Close() error
 }
 
+// TransientBroker is implemented by a Broker that can be told to trade
+// durability for speed: when Transient reports true, a confirmed message
+// lives in the broker's memory only, and a restart of the broker loses it.
+// The Scheduler then keeps every task in the store's outbox until the task
+// starts (as it always does for delayed messages), so that a worker's sweep
+// publishes the message of a task that stays overdue again: a broker
+// restart delays such tasks instead of losing them.
+type TransientBroker interface {
+	Broker
+	// Transient reports whether confirmed messages may be lost by a
+	// restart of the broker.
+	Transient() bool
+}
+
 // Consumer receives the messages of one queue.
 // Deliveries and Close are safe for concurrent use.
 type Consumer interface {

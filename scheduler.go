@@ -27,6 +27,7 @@ type Scheduler struct {
 	now    func() time.Time
 
 	published *batcher // takes tasks of confirmed messages out of the outbox
+	transient bool     // the broker may lose confirmed messages: keep tasks in the outbox
 	submits   *coalesce.Group[*Task, SubmitResult]
 
 	closed  atomic.Bool
@@ -62,6 +63,9 @@ func New(broker Broker, store Store, opts ...Option) (*Scheduler, error) {
 		log:     cfg.logger,
 		now:     time.Now,
 		workers: make(map[string]*Worker),
+	}
+	if tb, ok := broker.(TransientBroker); ok && tb.Transient() {
+		s.transient = true
 	}
 	s.published = newBatcher(func(ctx context.Context, msgs []Message) error {
 		return store.Published(ctx, msgs...)
@@ -266,10 +270,11 @@ func (s *Scheduler) abort(ctx context.Context, tasks []*Task, created []int, res
 }
 
 // confirmed notes that the broker confirmed m. An undelayed message's task
-// leaves the outbox (in a batch, off the caller's path); a delayed one
-// stays there until its task starts, in case the broker loses it.
+// leaves the outbox (in a batch, off the caller's path); a delayed one, or
+// any one of a transient broker, stays there until its task starts, in
+// case the broker loses it.
 func (s *Scheduler) confirmed(m Message) {
-	if m.Delay == 0 {
+	if m.Delay == 0 && !s.transient {
 		s.published.add(m)
 	}
 }

@@ -870,3 +870,42 @@ func TestConcurrentSubmitsShareBatches(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(gb.msgs.Load()), counts[scheduler.StatePending], "every stored task was published")
 }
+
+// transientBroker is a broker that says its confirmed messages may be lost.
+type transientBroker struct{ scheduler.Broker }
+
+func (transientBroker) Transient() bool { return true }
+
+// With a transient broker a confirmed task stays in the outbox until it
+// starts, so that the sweep can publish it again after a broker restart;
+// with a durable one it leaves the outbox once confirmed.
+func TestTransientBrokerKeepsTasksInTheOutbox(t *testing.T) {
+	t.Parallel()
+	for _, transient := range []bool{false, true} {
+		b, s := membroker.New(), memstore.New()
+		defer b.Close()
+		var br scheduler.Broker = b
+		if transient {
+			br = transientBroker{b}
+		}
+		sched, err := scheduler.New(br, s)
+		require.NoError(t, err)
+		ctx := context.Background()
+		id, err := sched.Submit(ctx, "job", nil)
+		require.NoError(t, err)
+		require.NoError(t, sched.Close()) // flushes the outbox batcher
+		out, err := s.Outbox(ctx, time.Now().Add(time.Hour), 10)
+		require.NoError(t, err)
+		if !transient {
+			require.Empty(t, out, "a confirmed message's task leaves the outbox")
+			continue
+		}
+		require.Len(t, out, 1, "the transient broker may lose the message")
+		require.Equal(t, id, out[0].ID)
+		_, err = s.Start(ctx, id, scheduler.StartParams{WorkerID: "w", Now: time.Now()})
+		require.NoError(t, err)
+		out, err = s.Outbox(ctx, time.Now().Add(time.Hour), 10)
+		require.NoError(t, err)
+		require.Empty(t, out, "a started task leaves the outbox")
+	}
+}

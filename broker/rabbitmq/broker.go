@@ -47,7 +47,11 @@ type Broker struct {
 	wg         sync.WaitGroup
 }
 
-var _ scheduler.Broker = (*Broker)(nil)
+var _ scheduler.TransientBroker = (*Broker)(nil)
+
+// Transient reports whether the broker publishes transient messages
+// (WithTransientMessages), which a RabbitMQ restart loses.
+func (b *Broker) Transient() bool { return b.opts.transient }
 
 // New connects to RabbitMQ and returns a Broker. urls are AMQP URIs of the
 // nodes of one cluster (amqp://user:pass@host:5672/vhost): New tries them in

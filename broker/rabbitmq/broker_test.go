@@ -248,3 +248,31 @@ func TestClosedBroker(t *testing.T) {
 	require.ErrorIs(t, b.Ping(ctx), scheduler.ErrClosed)
 	require.ErrorIs(t, b.Close(), scheduler.ErrClosed)
 }
+
+// WithTransientMessages publishes task messages with delivery mode 1 and
+// reports the broker transient; by default they are persistent.
+func TestTransientMessages(t *testing.T) {
+	t.Parallel()
+	url := amqpURL(t)
+	for _, transient := range []bool{false, true} {
+		var opts []Option
+		want := uint8(amqp.Persistent)
+		if transient {
+			opts = append(opts, WithTransientMessages())
+			want = amqp.Transient
+		}
+		b := newTestBroker(t, url, opts...)
+		require.Equal(t, transient, b.Transient())
+		ctx := ctxT(t, 30*time.Second)
+		require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "t1", Queue: "q.t", Priority: 3}))
+		conn, err := amqp.Dial(url)
+		require.NoError(t, err)
+		ch, err := conn.Channel()
+		require.NoError(t, err)
+		msg, ok, err := ch.Get(b.names.work("q.t"), true)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, want, msg.DeliveryMode)
+		require.NoError(t, conn.Close())
+	}
+}

@@ -52,6 +52,7 @@ type options struct {
 	heartbeat       time.Duration
 	backoffMin      time.Duration
 	backoffMax      time.Duration
+	transient       bool
 }
 
 func defaultOptions() options {
@@ -113,6 +114,25 @@ func WithMaxPriority(n int) Option {
 			return optionErr("WithMaxPriority", "must be 1 to 255, got %d", n)
 		}
 		o.maxPriority = n
+		return nil
+	})
+}
+
+// WithTransientMessages publishes task messages as transient (delivery
+// mode 1) instead of persistent: RabbitMQ keeps them in memory and confirms
+// them without writing them to disk, which costs it about a third less CPU
+// per message. The queues stay durable. The price: a RabbitMQ restart or
+// node failure loses the messages waiting in the queues (a lost connection
+// does not). The broker reports itself transient (scheduler.TransientBroker),
+// so the Scheduler keeps every task in the store's outbox until it starts,
+// and a worker's sweep publishes a lost task's message again once it is
+// overdue by three sweep intervals: a restart delays tasks, it does not lose
+// them. A task that waits in the queue longer than that (a deep backlog)
+// gets one extra message, which the attempt fence drops. Dead-lettered
+// copies stay persistent. Defaults to persistent messages.
+func WithTransientMessages() Option {
+	return optionFunc(func(o *options) error {
+		o.transient = true
 		return nil
 	})
 }

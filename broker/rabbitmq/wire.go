@@ -201,13 +201,17 @@ type outgoing struct {
 
 // encode builds the publishing of m at now.
 func (b *Broker) encode(m scheduler.Message, now time.Time) outgoing {
+	mode := amqp.Persistent
+	if b.opts.transient {
+		mode = amqp.Transient
+	}
 	o := outgoing{
 		queue: m.Queue,
 		key:   b.names.work(m.Queue),
 		pub: amqp.Publishing{
 			ContentType:  contentType,
 			Type:         messageType,
-			DeliveryMode: amqp.Persistent,
+			DeliveryMode: mode,
 			Priority:     uint8(m.Priority),
 			Body:         encodeBody(m),
 		},

@@ -173,4 +173,4 @@ func heapInUse() int64 {
 }
 
 // transientOption is the broker option of the transient-message mode.
-func transientOption() []rabbitmq.Option { return nil }
+func transientOption() []rabbitmq.Option { return []rabbitmq.Option{rabbitmq.WithTransientMessages()} }
