@@ -147,12 +147,15 @@ func (c *consumer) run(s *session, ch *amqp.Channel, dels <-chan amqp.Delivery) 
 		c.current.Store(ch)
 		closeErrs := ch.NotifyClose(make(chan *amqp.Error, 1))
 		gone := make(chan struct{})
-		lostErr := c.forward(ch, dels, gone)
+		acks := newAcker(ch, c.log)
+		lostErr := c.forward(ch, acks, dels, gone)
 		close(gone)
 		if c.closed.Load() || c.b.isClosed() {
+			acks.close()   // acks still waiting go out first
 			_ = ch.Close() // requeues every unsettled delivery
 			return
 		}
+		acks.close()
 		var reason error = lostErr
 		select {
 		case e, ok := <-closeErrs:
@@ -214,7 +217,7 @@ func (c *consumer) sleep(attempt int) bool {
 
 // forward hands deliveries out until the channel's delivery stream ends or
 // the consumer is stopped.
-func (c *consumer) forward(ch *amqp.Channel, dels <-chan amqp.Delivery, gone <-chan struct{}) error {
+func (c *consumer) forward(ch *amqp.Channel, acks *acker, dels <-chan amqp.Delivery, gone <-chan struct{}) error {
 	for {
 		var ad amqp.Delivery
 		select {
@@ -235,14 +238,14 @@ func (c *consumer) forward(ch *amqp.Channel, dels <-chan amqp.Delivery, gone <-c
 		}
 		m, err := decode(&ad, c.queue)
 		if err != nil {
-			c.reject(ch, &ad, "undecodable: "+err.Error())
+			c.reject(ch, acks, &ad, "undecodable: "+err.Error())
 			continue
 		}
 		if nb, ok := notBefore(&ad); ok && time.Until(nb) > 0 {
-			c.redelay(ch, &ad, m, nb)
+			c.redelay(ch, acks, &ad, m, nb)
 			continue
 		}
-		d := &delivery{c: c, ch: ch, gone: gone, tag: ad.DeliveryTag, msg: m, redelivered: ad.Redelivered, raw: ad}
+		d := &delivery{c: c, ch: ch, acks: acks, gone: gone, tag: ad.DeliveryTag, msg: m, redelivered: ad.Redelivered, raw: ad}
 		select {
 		case c.out <- d:
 		case <-c.stop:
@@ -264,7 +267,7 @@ func (c *consumer) opCtx() (context.Context, context.CancelFunc) {
 // reject moves a message that is not a scheduler message to the dead-letter
 // queue and acks it. If that fails the message stays unacked and comes back
 // when the channel closes.
-func (c *consumer) reject(ch *amqp.Channel, ad *amqp.Delivery, reason string) {
+func (c *consumer) reject(ch *amqp.Channel, acks *acker, ad *amqp.Delivery, reason string) {
 	c.log.Warn("dead-lettering an undecodable message", zap.String("reason", reason),
 		zap.String("message_id", ad.MessageId), zap.Int("body_bytes", len(ad.Body)))
 	ctx, cancel := c.opCtx()
@@ -275,12 +278,14 @@ func (c *consumer) reject(ch *amqp.Channel, ad *amqp.Delivery, reason string) {
 	}
 	if err := ch.Ack(ad.DeliveryTag, false); err != nil {
 		c.log.Warn("ack after dead-lettering failed", zap.Error(err))
+		return
 	}
+	acks.done(ad.DeliveryTag)
 }
 
 // redelay publishes a message delivered before its not-before time (a delay
 // beyond MaxCascadeDelay) again for the time left, then acks it.
-func (c *consumer) redelay(ch *amqp.Channel, ad *amqp.Delivery, m scheduler.Message, nb time.Time) {
+func (c *consumer) redelay(ch *amqp.Channel, acks *acker, ad *amqp.Delivery, m scheduler.Message, nb time.Time) {
 	m.Delay = time.Until(nb)
 	ctx, cancel := c.opCtx()
 	defer cancel()
@@ -294,13 +299,16 @@ func (c *consumer) redelay(ch *amqp.Channel, ad *amqp.Delivery, m scheduler.Mess
 	}
 	if err := ch.Ack(ad.DeliveryTag, false); err != nil {
 		c.log.Warn("ack after delaying again failed", zap.Error(err))
+		return
 	}
+	acks.done(ad.DeliveryTag)
 }
 
 // delivery is a scheduler.Delivery of a RabbitMQ message.
 type delivery struct {
 	c           *consumer
 	ch          *amqp.Channel
+	acks        *acker          // the channel's ack coalescer
 	gone        <-chan struct{} // closed when ch stops consuming
 	tag         uint64
 	msg         scheduler.Message
@@ -348,12 +356,15 @@ func (d *delivery) settleErr(op string, err error) error {
 	return fmt.Errorf("rabbitmq: %s: %w", op, err)
 }
 
-// Ack removes the message from its queue.
+// Ack removes the message from its queue. The acknowledgement may wait a
+// moment (at most 2 ms, or until the consumer closes) for those of earlier
+// deliveries, to go out with them in one frame; if the connection is lost
+// meanwhile, the message comes again (with Redelivered true).
 func (d *delivery) Ack(ctx context.Context) error {
 	if err := d.begin(ctx, "ack"); err != nil {
 		return err
 	}
-	return d.settleErr("ack", d.ch.Ack(d.tag, false))
+	return d.settleErr("ack", d.acks.ack(d.tag))
 }
 
 // Requeue returns the message to its queue (basic.nack with requeue): it is
@@ -362,7 +373,11 @@ func (d *delivery) Requeue(ctx context.Context) error {
 	if err := d.begin(ctx, "requeue"); err != nil {
 		return err
 	}
-	return d.settleErr("requeue", d.ch.Nack(d.tag, false, true))
+	if err := d.ch.Nack(d.tag, false, true); err != nil {
+		return d.settleErr("requeue", err)
+	}
+	d.acks.done(d.tag)
+	return nil
 }
 
 // DeadLetter publishes a copy of the message to the queue's dead-letter
@@ -391,7 +406,7 @@ func (d *delivery) DeadLetter(ctx context.Context, reason string) error {
 		d.state.Store(0)
 		return err
 	}
-	return d.settleErr("dead-letter", d.ch.Ack(d.tag, false))
+	return d.settleErr("dead-letter", d.acks.ack(d.tag))
 }
 
 // deadLetter publishes a copy of ad to queue's dead-letter queue.
