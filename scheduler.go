@@ -237,12 +237,17 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 	if perr := s.broker.Publish(ctx, msgs...); perr != nil {
 		s.abort(ctx, tasks, created, res, perr)
 	}
+	sent := msgs[:0:0]
 	for j, i := range created {
 		if res[i].Err == nil {
-			s.confirmed(msgs[j])
+			if sent == nil {
+				sent = make([]Message, 0, len(created))
+			}
+			sent = append(sent, msgs[j])
 			s.emit(Event{Kind: EventSubmitted, Task: tasks[i], Time: now})
 		}
 	}
+	s.confirmedAll(sent)
 	return res, nil
 }
 
@@ -275,7 +280,24 @@ func (s *Scheduler) abort(ctx context.Context, tasks []*Task, created []int, res
 // case the broker loses it.
 func (s *Scheduler) confirmed(m Message) {
 	if m.Delay == 0 && !s.transient {
-		s.published.add(m)
+		s.published.add([]Message{m})
+	}
+}
+
+// confirmedAll is confirmed for every message of msgs, handing them to the
+// batcher at once.
+func (s *Scheduler) confirmedAll(msgs []Message) {
+	if s.transient {
+		return
+	}
+	undelayed := make([]Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Delay == 0 {
+			undelayed = append(undelayed, m)
+		}
+	}
+	if len(undelayed) > 0 {
+		s.published.add(undelayed)
 	}
 }
 
@@ -427,7 +449,7 @@ func (s *Scheduler) unregister(w *Worker) {
 type batcher struct {
 	flush func(context.Context, []Message) error
 	log   *zap.Logger
-	in    chan Message
+	in    chan []Message
 	stop  chan struct{}
 	done  chan struct{}
 }
@@ -438,15 +460,16 @@ const (
 )
 
 func newBatcher(flush func(context.Context, []Message) error, log *zap.Logger) *batcher {
-	b := &batcher{flush: flush, log: log, in: make(chan Message, 4*maxBatch), stop: make(chan struct{}), done: make(chan struct{})}
+	b := &batcher{flush: flush, log: log, in: make(chan []Message, 64), stop: make(chan struct{}), done: make(chan struct{})}
 	go b.run()
 	return b
 }
 
-// add queues m; after close it is dropped (the sweep deals with its task).
-func (b *batcher) add(m Message) {
+// add queues msgs; after close they are dropped (the sweep deals with
+// their tasks).
+func (b *batcher) add(msgs []Message) {
 	select {
-	case b.in <- m:
+	case b.in <- msgs:
 	case <-b.stop:
 	}
 }
@@ -474,11 +497,11 @@ func (b *batcher) run() {
 	}
 	for {
 		select {
-		case m := <-b.in:
+		case msgs := <-b.in:
 			if len(batch) == 0 {
 				timer.Reset(flushEvery)
 			}
-			batch = append(batch, m)
+			batch = append(batch, msgs...)
 			if len(batch) >= maxBatch {
 				timer.Stop()
 				send()
@@ -489,8 +512,8 @@ func (b *batcher) run() {
 			timer.Stop()
 			for {
 				select {
-				case m := <-b.in:
-					batch = append(batch, m)
+				case msgs := <-b.in:
+					batch = append(batch, msgs...)
 				default:
 					send()
 					return

@@ -160,19 +160,45 @@ func (b *Broker) Publish(ctx context.Context, msgs ...scheduler.Message) error {
 			return fmt.Errorf("membroker: message for task %s has no queue", m.TaskID)
 		}
 	}
-	for _, m := range msgs {
-		m.Priority = min(max(m.Priority, scheduler.PriorityMin), scheduler.PriorityMax)
-		q, err := b.queue(m.Queue)
+	// Consecutive ready messages of one queue are pushed under one lock.
+	for i := 0; i < len(msgs); {
+		q, err := b.queue(msgs[i].Queue)
 		if err != nil {
 			return err
 		}
-		if m.Delay <= 0 {
-			q.push(item{msg: m})
+		if msgs[i].Delay > 0 {
+			b.delay(q, clampPriority(msgs[i]))
+			i++
 			continue
 		}
-		b.delay(q, m)
+		j := i + 1
+		for j < len(msgs) && msgs[j].Queue == msgs[i].Queue && msgs[j].Delay <= 0 {
+			j++
+		}
+		q.pushAll(msgs[i:j])
+		i = j
 	}
 	return nil
+}
+
+func clampPriority(m scheduler.Message) scheduler.Message {
+	m.Priority = min(max(m.Priority, scheduler.PriorityMin), scheduler.PriorityMax)
+	return m
+}
+
+// pushAll makes msgs ready in q.
+func (q *queue) pushAll(msgs []scheduler.Message) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	for _, m := range msgs {
+		q.seq++
+		q.ready.push(item{msg: clampPriority(m), seq: q.seq})
+	}
+	q.mu.Unlock()
+	q.cond.Broadcast()
 }
 
 func (b *Broker) delay(q *queue, m scheduler.Message) {

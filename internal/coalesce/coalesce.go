@@ -141,11 +141,17 @@ func (g *Group[Req, Res]) run(batch []*call[Req, Res]) {
 // batchContext returns a context with the first call's values that ends
 // when every call's context has ended.
 func batchContext[Req, Res any](batch []*call[Req, Res]) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(batch[0].ctx))
-	if len(batch) == 1 {
-		stop := context.AfterFunc(batch[0].ctx, cancel)
-		return ctx, func() { stop(); cancel() }
+	same := true
+	for _, c := range batch[1:] {
+		if c.ctx != batch[0].ctx {
+			same = false
+			break
+		}
 	}
+	if same {
+		return batch[0].ctx, func() {} // one context: it is the batch's
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(batch[0].ctx))
 	var mu sync.Mutex
 	left := len(batch)
 	stops := make([]func() bool, 0, len(batch))

@@ -28,11 +28,37 @@ type Store struct {
 	unique   map[string]string    // unique key -> id of the unfinished task holding it
 	outbox   map[string]time.Time // id -> when it is due
 	finished []finished           // terminal tasks in the order they finished, for Purge
-	counts   map[scheduler.State]int64
+	counts   [numStates]int64     // by stateIndex
 	workers  map[string]worker
 	cancels  map[string][]string  // worker id -> canceled running task ids
 	claims   map[string]time.Time // key -> expiry
 	now      func() time.Time     // measures TTLs
+}
+
+// numStates is the number of task states (scheduler.States).
+const numStates = 7
+
+// stateOrder lists the states by stateIndex.
+var stateOrder = [numStates]scheduler.State{scheduler.StatePending, scheduler.StateScheduled, scheduler.StateRunning,
+	scheduler.StateRetrying, scheduler.StateSucceeded, scheduler.StateDead, scheduler.StateCanceled}
+
+// stateIndex is st's index in stateOrder: a cheap key for counts.
+func stateIndex(st scheduler.State) int {
+	switch st {
+	case scheduler.StatePending:
+		return 0
+	case scheduler.StateScheduled:
+		return 1
+	case scheduler.StateRunning:
+		return 2
+	case scheduler.StateRetrying:
+		return 3
+	case scheduler.StateSucceeded:
+		return 4
+	case scheduler.StateDead:
+		return 5
+	}
+	return 6 // canceled: the only other state a stored task can be in
 }
 
 type finished struct {
@@ -54,7 +80,6 @@ func New() *Store {
 		driving: make(map[string]int),
 		unique:  make(map[string]string),
 		outbox:  make(map[string]time.Time),
-		counts:  make(map[scheduler.State]int64),
 		workers: make(map[string]worker),
 		cancels: make(map[string][]string),
 		claims:  make(map[string]time.Time),
@@ -89,7 +114,7 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 		}
 		c := *t // the payload is shared: Create's caller hands it over
 		s.tasks[c.ID] = &c
-		s.counts[c.State]++
+		s.counts[stateIndex(c.State)]++
 		s.outbox[c.ID] = c.RunAt
 	}
 	return errs, nil
@@ -123,8 +148,8 @@ func (s *Store) Get(ctx context.Context, id string) (*scheduler.Task, error) {
 
 // setState moves t to st keeping the per-state counts; the caller holds s.mu.
 func (s *Store) setState(t *scheduler.Task, st scheduler.State) {
-	s.counts[t.State]--
-	s.counts[st]++
+	s.counts[stateIndex(t.State)]--
+	s.counts[stateIndex(st)]++
 	t.State = st
 	if st.Terminal() {
 		if t.UniqueKey != "" && s.unique[t.UniqueKey] == t.ID {
@@ -336,7 +361,8 @@ func (s *Store) Counts(ctx context.Context) (map[scheduler.State]int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[scheduler.State]int64, len(s.counts))
-	for st, n := range s.counts {
+	for i, n := range s.counts {
+		st := stateOrder[i]
 		if n != 0 {
 			out[st] = n
 		}
@@ -363,7 +389,7 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 		}
 		delete(s.tasks, e.id)
 		delete(s.driving, e.id)
-		s.counts[t.State]--
+		s.counts[stateIndex(t.State)]--
 		n++
 	}
 	s.finished = slices.Delete(s.finished, 0, i)
