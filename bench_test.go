@@ -2,81 +2,266 @@ package scheduler_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dtsched/scheduler"
 	membroker "github.com/dtsched/scheduler/broker/memory"
+	"github.com/dtsched/scheduler/broker/rabbitmq"
 	memstore "github.com/dtsched/scheduler/storage/memory"
+	redisstore "github.com/dtsched/scheduler/storage/redis"
 )
 
-// doneCounter is an Observer that records submit-to-done latencies and
-// signals when want tasks succeeded.
+// Benchmarks of the whole path, submit to succeeded, with a no-op handler.
+// Each reports tasks/s and latency percentiles in ms. The memory ones need
+// no server; the durable ones (RabbitMQ with persistent messages and
+// confirms, Redis) skip unless SCHEDULER_TEST_REDIS_ADDR and
+// SCHEDULER_TEST_AMQP_URL are set, and use their own key and queue prefix,
+// deleted afterwards:
+//
+//	SCHEDULER_TEST_REDIS_ADDR=127.0.0.1:6379 SCHEDULER_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ \
+//	  go test -run '^$' -bench . -benchtime 5000x .
+//
+// Throughput on a shared machine swings from run to run; compare systems
+// with the interleaved comparison program in internal/bench instead.
+
+// backend builds a fresh, isolated broker and store pair.
+type backend struct {
+	name string
+	new  func(b *testing.B) (scheduler.Broker, scheduler.Store)
+}
+
+func memoryBackend() backend {
+	return backend{name: "memory", new: func(b *testing.B) (scheduler.Broker, scheduler.Store) {
+		br := membroker.New()
+		b.Cleanup(func() { _ = br.Close() })
+		return br, memstore.New()
+	}}
+}
+
+// durableBackend is RabbitMQ and Redis under a prefix of their own.
+func durableBackend() backend {
+	return backend{name: "durable", new: func(b *testing.B) (scheduler.Broker, scheduler.Store) {
+		redisAddr, amqpURL := os.Getenv("SCHEDULER_TEST_REDIS_ADDR"), os.Getenv("SCHEDULER_TEST_AMQP_URL")
+		if redisAddr == "" || amqpURL == "" {
+			b.Skip("SCHEDULER_TEST_REDIS_ADDR and SCHEDULER_TEST_AMQP_URL are not both set: skipping the RabbitMQ + Redis benchmark " +
+				"(e.g. SCHEDULER_TEST_REDIS_ADDR=127.0.0.1:6379 SCHEDULER_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/)")
+		}
+		var r [4]byte
+		_, _ = rand.Read(r[:])
+		prefix := "sched-bench-" + hex.EncodeToString(r[:])
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		br, err := rabbitmq.New(ctx, []string{amqpURL}, rabbitmq.WithPrefix(prefix), rabbitmq.WithConnectionName(prefix))
+		if err != nil {
+			b.Fatal(err)
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+		st, err := redisstore.New(rdb, redisstore.WithPrefix(prefix))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			_ = br.Close()
+			cleanupRabbitMQ(b, amqpURL, prefix)
+			cleanupRedis(b, rdb, "{"+prefix+"}:*")
+			_ = rdb.Close()
+		})
+		return br, st
+	}}
+}
+
+func backends() []backend { return []backend{memoryBackend(), durableBackend()} }
+
+// cleanupRabbitMQ deletes the queues and exchange the broker declared for
+// the default queue.
+func cleanupRabbitMQ(b *testing.B, url, prefix string) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		b.Errorf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		b.Errorf("cleanup: %v", err)
+		return
+	}
+	for _, q := range []string{prefix + ":q:" + scheduler.DefaultQueue, prefix + ":dead:" + scheduler.DefaultQueue} {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			b.Errorf("cleanup: delete queue %s: %v", q, err)
+			return
+		}
+	}
+	if err := ch.ExchangeDelete(prefix+":deliver", false, false); err != nil {
+		b.Errorf("cleanup: delete exchange: %v", err)
+	}
+}
+
+// cleanupRedis deletes the keys matching pattern.
+func cleanupRedis(b *testing.B, rdb *redis.Client, pattern string) {
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		b.Errorf("cleanup: %v", err)
+		return
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		if err := rdb.Unlink(ctx, keys[:n]...).Err(); err != nil {
+			b.Errorf("cleanup: %v", err)
+			return
+		}
+		keys = keys[n:]
+	}
+}
+
+// latencies collects durations and reports their percentiles in ms.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) report(b *testing.B, name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	pct := func(p float64) float64 {
+		return float64(l.d[min(len(l.d)-1, int(p*float64(len(l.d))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), name+"-p50-ms")
+	b.ReportMetric(pct(0.99), name+"-p99-ms")
+}
+
+// doneCounter is an Observer that records submit-to-start and
+// submit-to-done latencies and signals when want tasks succeeded.
 type doneCounter struct {
-	want int64
-	n    atomic.Int64
-	done chan struct{}
-	mu   sync.Mutex
-	lat  []time.Duration
+	want  int64
+	n     atomic.Int64
+	done  chan struct{}
+	start latencies
+	lat   latencies
+}
+
+func newDoneCounter(want int) *doneCounter {
+	return &doneCounter{want: int64(want), done: make(chan struct{})}
 }
 
 func (d *doneCounter) Observe(e scheduler.Event) {
-	if e.Kind != scheduler.EventSucceeded {
-		return
-	}
-	d.mu.Lock()
-	d.lat = append(d.lat, e.Time.Sub(e.Task.CreatedAt))
-	d.mu.Unlock()
-	if d.n.Add(1) == d.want {
-		close(d.done)
+	switch e.Kind {
+	case scheduler.EventStarted:
+		d.start.add(e.Time.Sub(e.Task.CreatedAt))
+	case scheduler.EventSucceeded:
+		d.lat.add(e.Time.Sub(e.Task.CreatedAt))
+		if d.n.Add(1) == d.want {
+			close(d.done)
+		}
 	}
 }
 
-// report adds tasks/s and latency percentiles to b.
-func (d *doneCounter) report(b *testing.B, elapsed time.Duration) {
-	b.ReportMetric(float64(d.want)/elapsed.Seconds(), "tasks/s")
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	slices.Sort(d.lat)
-	if len(d.lat) > 0 {
-		b.ReportMetric(float64(d.lat[len(d.lat)/2].Microseconds())/1000, "p50-ms")
-		b.ReportMetric(float64(d.lat[len(d.lat)*99/100].Microseconds())/1000, "p99-ms")
+// wait waits until every task succeeded.
+func (d *doneCounter) wait(b *testing.B) {
+	select {
+	case <-d.done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("only %d of %d tasks succeeded after 5 minutes", d.n.Load(), d.want)
 	}
 }
+
+// report adds tasks/s and the latency percentiles to b.
+func (d *doneCounter) report(b *testing.B, elapsed time.Duration) {
+	b.ReportMetric(float64(d.want)/elapsed.Seconds(), "tasks/s")
+	d.lat.report(b, "done")
+	d.start.report(b, "start")
+}
+
+// setup returns a Scheduler on fresh backends of be with a worker of the
+// given concurrency running a no-op handler (none when concurrency is 0),
+// its observer, and a warmed-up path: the first tasks open connections,
+// declare queues and load scripts, which is not what is measured.
+func setup(b *testing.B, be backend, concurrency, want int) (*scheduler.Scheduler, *doneCounter) {
+	br, st := be.new(b)
+	warm := 0
+	if concurrency > 0 {
+		warm = 2 * concurrency
+	}
+	dc := newDoneCounter(warm + want)
+	sched, err := scheduler.New(br, st, scheduler.WithObserver(dc), scheduler.WithRetention(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sched.Close() })
+	if concurrency == 0 {
+		return sched, dc
+	}
+	w, err := sched.NewWorker(scheduler.WithConcurrency(concurrency))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.Handle("noop", func(context.Context, *scheduler.Task) error { return nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(stopped) }()
+	b.Cleanup(func() { cancel(); <-stopped })
+	for range warm {
+		if _, err := sched.Submit(ctx, "noop", nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for dc.n.Load() < int64(warm) {
+		time.Sleep(time.Millisecond)
+	}
+	dc.start = latencies{}
+	dc.lat = latencies{}
+	return sched, dc
+}
+
+// submitters is the number of goroutines submitting in the end-to-end
+// benchmarks, each one Submit at a time (many concurrent callers).
+const submitters = 64
 
 // BenchmarkEndToEndMemory measures submit-to-succeeded throughput on the
 // memory backends with a no-op handler, for several worker concurrencies.
-func BenchmarkEndToEndMemory(b *testing.B) {
+func BenchmarkEndToEndMemory(b *testing.B) { benchEndToEnd(b, memoryBackend()) }
+
+// BenchmarkEndToEndDurable is BenchmarkEndToEndMemory on RabbitMQ
+// (persistent messages, confirms) and Redis.
+func BenchmarkEndToEndDurable(b *testing.B) { benchEndToEnd(b, durableBackend()) }
+
+func benchEndToEnd(b *testing.B, be backend) {
 	for _, conc := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			br, st := membroker.New(), memstore.New()
-			defer br.Close()
-			dc := &doneCounter{want: int64(b.N), done: make(chan struct{})}
-			sched, err := scheduler.New(br, st, scheduler.WithObserver(dc), scheduler.WithRetention(0))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer sched.Close()
-			w, err := sched.NewWorker(scheduler.WithConcurrency(conc))
-			if err != nil {
-				b.Fatal(err)
-			}
-			w.Handle("noop", func(context.Context, *scheduler.Task) error { return nil })
-			ctx, cancel := context.WithCancel(context.Background())
-			stopped := make(chan struct{})
-			go func() { _ = w.Run(ctx); close(stopped) }()
-			defer func() { cancel(); <-stopped }()
-
+			sched, dc := setup(b, be, conc, b.N)
 			payload := []byte(`{"n":1}`)
+			ctx := context.Background()
 			b.ResetTimer()
 			start := time.Now()
 			var next atomic.Int64
 			var wg sync.WaitGroup
-			for range 8 {
+			for range submitters {
 				wg.Go(func() {
 					for next.Add(1) <= int64(b.N) {
 						if _, err := sched.Submit(ctx, "noop", payload); err != nil {
@@ -87,7 +272,7 @@ func BenchmarkEndToEndMemory(b *testing.B) {
 				})
 			}
 			wg.Wait()
-			<-dc.done
+			dc.wait(b)
 			elapsed := time.Since(start)
 			b.StopTimer()
 			dc.report(b, elapsed)
@@ -95,26 +280,114 @@ func BenchmarkEndToEndMemory(b *testing.B) {
 	}
 }
 
-// BenchmarkSubmitMemory measures Submit alone (store write and publish) on
-// the memory backends, from parallel goroutines.
-func BenchmarkSubmitMemory(b *testing.B) {
-	br, st := membroker.New(), memstore.New()
-	defer br.Close()
-	sched, err := scheduler.New(br, st)
-	if err != nil {
-		b.Fatal(err)
+// BenchmarkSubmitMemory measures Submit alone (store write and publish, no
+// worker) from many goroutines, and the latency of each call.
+func BenchmarkSubmitMemory(b *testing.B) { benchSubmit(b, memoryBackend()) }
+
+// BenchmarkSubmitDurable is BenchmarkSubmitMemory on RabbitMQ and Redis.
+func BenchmarkSubmitDurable(b *testing.B) { benchSubmit(b, durableBackend()) }
+
+func benchSubmit(b *testing.B, be backend) {
+	for _, callers := range []int{1, submitters} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			sched, _ := setup(b, be, 0, 0)
+			payload := []byte(`{"n":1}`)
+			ctx := context.Background()
+			var lat latencies
+			b.ResetTimer()
+			start := time.Now()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range callers {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						t0 := time.Now()
+						if _, err := sched.Submit(ctx, "noop", payload); err != nil {
+							b.Error(err)
+							return
+						}
+						lat.add(time.Since(t0))
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "tasks/s")
+			lat.report(b, "submit")
+		})
 	}
-	defer sched.Close()
-	payload := []byte(`{"n":1}`)
+}
+
+// BenchmarkSubmitManyMemory measures SubmitMany with batches of 100 from
+// one goroutine.
+func BenchmarkSubmitManyMemory(b *testing.B) { benchSubmitMany(b, memoryBackend()) }
+
+// BenchmarkSubmitManyDurable is BenchmarkSubmitManyMemory on RabbitMQ and
+// Redis.
+func BenchmarkSubmitManyDurable(b *testing.B) { benchSubmitMany(b, durableBackend()) }
+
+func benchSubmitMany(b *testing.B, be backend) {
+	sched, _ := setup(b, be, 0, 0)
+	const batch = 100
+	reqs := make([]scheduler.Request, batch)
+	for i := range reqs {
+		reqs[i] = scheduler.Request{Type: "noop", Payload: []byte(`{"n":1}`)}
+	}
+	ctx := context.Background()
+	var lat latencies
 	b.ResetTimer()
 	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := sched.Submit(context.Background(), "noop", payload); err != nil {
-				b.Error(err)
-				return
+	for i := 0; i < b.N; i += batch {
+		t0 := time.Now()
+		res, err := sched.SubmitMany(ctx, reqs[:min(batch, b.N-i)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range res {
+			if r.Err != nil {
+				b.Fatal(r.Err)
 			}
 		}
-	})
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tasks/s")
+		lat.add(time.Since(t0))
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "tasks/s")
+	lat.report(b, "batch")
+}
+
+// steadyRate is the submission rate of the steady-rate benchmarks.
+const steadyRate = 500
+
+// BenchmarkSteadyRateMemory submits b.N tasks at a steady 500 tasks/s to a
+// worker of concurrency 16 and reports the submit-to-start and
+// submit-to-done latencies: what a task sees when the system is not
+// saturated.
+func BenchmarkSteadyRateMemory(b *testing.B) { benchSteady(b, memoryBackend()) }
+
+// BenchmarkSteadyRateDurable is BenchmarkSteadyRateMemory on RabbitMQ and
+// Redis.
+func BenchmarkSteadyRateDurable(b *testing.B) { benchSteady(b, durableBackend()) }
+
+func benchSteady(b *testing.B, be backend) {
+	sched, dc := setup(b, be, 16, b.N)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	every := time.Second / steadyRate
+	for i := range b.N {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * every)))
+		wg.Go(func() {
+			if _, err := sched.Submit(ctx, "noop", nil); err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	dc.wait(b)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	dc.report(b, elapsed)
 }
