@@ -44,6 +44,8 @@ var (
 
 // SkipRetry, returned by a handler (alone or wrapped), makes the task dead at
 // once without further retries.
+//
+//lint:ignore ST1012 a control value handlers return, named as in asynq, which users know
 var SkipRetry = errors.New("scheduler: skip retry")
 
 // ValidationError reports the field of a task or request that is invalid.

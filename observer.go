@@ -48,6 +48,9 @@ type Event struct {
 // Observer receives task events, for metrics or auditing. Observe is
 // called synchronously on the path of the task from many goroutines at
 // once: it must be safe for concurrent use, fast, and must not block.
+// Events of one task come from different goroutines (and processes): a
+// worker may report EventStarted before the submitter reports
+// EventSubmitted.
 type Observer interface {
 	Observe(Event)
 }

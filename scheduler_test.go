@@ -89,6 +89,7 @@ func TestRetryWithBackoffThenSuccess(t *testing.T) {
 	}), scheduler.WithObserver(rec))
 	var mu sync.Mutex
 	var at []time.Time
+	id := submit(t, e.sched, "flaky", "", scheduler.WithMaxRetries(5))
 	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
 		"flaky": func(context.Context, *scheduler.Task) error {
 			mu.Lock()
@@ -100,7 +101,6 @@ func TestRetryWithBackoffThenSuccess(t *testing.T) {
 			return nil
 		},
 	})
-	id := submit(t, e.sched, "flaky", "", scheduler.WithMaxRetries(5))
 	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
 	require.Equal(t, 3, got.Attempt)
 	require.Equal(t, "failure 2", got.LastError, "the last failure stays visible")
@@ -730,8 +730,8 @@ func TestObserverSeesDeadAndCanceled(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
 	e := newEnv(t, scheduler.WithObserver(rec))
-	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"bad": func(context.Context, *scheduler.Task) error { return errors.New("no") }})
 	dead := submit(t, e.sched, "bad", "", scheduler.WithMaxRetries(0))
+	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{"bad": func(context.Context, *scheduler.Task) error { return errors.New("no") }})
 	waitState(t, e.sched, dead, scheduler.StateDead)
 	canceled := submit(t, e.sched, "bad", "", scheduler.WithDelay(time.Hour))
 	require.NoError(t, e.sched.Cancel(context.Background(), canceled))

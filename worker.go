@@ -33,6 +33,7 @@ type Worker struct {
 	s        *Scheduler
 	cfg      workerConfig
 	log      *zap.Logger
+	tlog     *zap.Logger // log, for taskLogger: reports its caller's line
 	host     string
 	handlers map[string]HandlerFunc
 	hmu      sync.RWMutex
@@ -96,10 +97,12 @@ func (s *Scheduler) NewWorker(opts ...WorkerOption) (*Worker, error) {
 	}
 	slices.Sort(cfg.queues)
 	cfg.queues = slices.Compact(cfg.queues)
+	log := s.log.With(zap.String("worker_id", cfg.id))
 	return &Worker{
 		s:        s,
 		cfg:      cfg,
-		log:      s.log.With(zap.String("worker_id", cfg.id)),
+		log:      log,
+		tlog:     log.WithOptions(zap.AddCallerSkip(1)),
 		host:     host,
 		handlers: make(map[string]HandlerFunc),
 		inflight: make(map[string]context.CancelCauseFunc),
@@ -264,7 +267,7 @@ func (w *Worker) feed(c Consumer, queue string, work chan<- Delivery, stop <-cha
 // Every state change is stored before the message is settled.
 func (w *Worker) process(hard context.Context, d Delivery) {
 	m := d.Message()
-	log := &taskLogger{base: w.log, m: m}
+	log := &taskLogger{base: w.tlog, m: m}
 	start := w.s.now()
 	t, err := retryStore(hard, w, func(ctx context.Context) (*Task, error) {
 		return w.s.store.Start(ctx, m.TaskID, StartParams{Attempt: m.Attempt, Redelivered: d.Redelivered(), WorkerID: w.cfg.id, Now: start})
