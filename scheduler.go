@@ -217,6 +217,9 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 	for _, i := range created {
 		if res[i].Err == nil {
 			s.published.add(tasks[i].ID)
+			if ce := s.log.Check(zap.DebugLevel, "task submitted"); ce != nil {
+				ce.Write(taskFields(tasks[i])...)
+			}
 			s.emit(Event{Kind: EventSubmitted, Task: tasks[i], Time: now})
 		}
 	}
@@ -244,6 +247,11 @@ func (s *Scheduler) abort(ctx context.Context, tasks []*Task, created []int, res
 			res[i].Err = fmt.Errorf("scheduler: publish: %w (task %s stays stored and is published by the next sweep)", perr, id)
 		}
 	}
+}
+
+// taskFields are the log fields naming a task outside a worker.
+func taskFields(t *Task) []zap.Field {
+	return []zap.Field{zap.String("task_id", t.ID), zap.String("type", t.Type), zap.String("queue", t.Queue), zap.Int("attempt", t.Attempt)}
 }
 
 // messageFor returns the message that delivers t's next attempt.
@@ -279,6 +287,7 @@ func (s *Scheduler) Cancel(ctx context.Context, id string) error {
 	if w != nil {
 		w.cancelTask(id)
 	}
+	s.log.Info("task canceled", taskFields(t)...)
 	s.emit(Event{Kind: EventCanceled, Task: t, Time: now})
 	return nil
 }
@@ -299,6 +308,7 @@ func (s *Scheduler) Retry(ctx context.Context, id string) error {
 		return fmt.Errorf("scheduler: task %s is pending again but its publish failed (the next sweep publishes it): %w", id, err)
 	}
 	s.published.add(id)
+	s.log.Info("task retried by request", taskFields(t)...)
 	s.emit(Event{Kind: EventRetried, Task: t, Time: now})
 	return nil
 }
@@ -448,7 +458,7 @@ func (b *idBatcher) run() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := b.flush(ctx, batch); err != nil {
-			b.log.Warn("could not take published tasks out of the outbox; the sweep may publish them again", zap.Int("tasks", len(batch)), zap.Error(err))
+			b.log.Error("could not take published tasks out of the outbox; the sweep may publish them again", zap.Int("tasks", len(batch)), zap.Error(err))
 		}
 		cancel()
 		batch = batch[:0]
