@@ -14,9 +14,15 @@ const (
 	EventRetried                        // a failed task will run again at Task.RunAt
 	EventDead                           // the last attempt failed; the task is dead
 	EventCanceled                       // the task was canceled
+	// EventAborted: an attempt ended without a recorded outcome: the task
+	// was canceled or taken over by another worker while it ran, its outcome
+	// could not be stored, or a stopping worker handed it back. Every
+	// EventStarted is followed by exactly one EventSucceeded, EventFailed or
+	// EventAborted from the same worker.
+	EventAborted
 )
 
-var eventNames = [...]string{"", "submitted", "started", "succeeded", "failed", "retried", "dead", "canceled"}
+var eventNames = [...]string{"", "submitted", "started", "succeeded", "failed", "retried", "dead", "canceled", "aborted"}
 
 // String returns the event's lower-case name, e.g. "succeeded".
 func (k EventKind) String() string {
@@ -36,8 +42,8 @@ type Event struct {
 	// Wait is, for EventStarted, how long the task waited: from its RunAt
 	// (or submission) to the start.
 	Wait time.Duration
-	// Duration is, for EventSucceeded and EventFailed, how long the
-	// handler ran.
+	// Duration is, for EventSucceeded, EventFailed and EventAborted, how
+	// long the handler ran.
 	Duration time.Duration
 	// WorkerID is the worker the event happened on, if any.
 	WorkerID string

@@ -236,7 +236,8 @@ func TestCancelPending(t *testing.T) {
 
 func TestCancelRunning(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	rec := &recorder{}
+	e := newEnv(t, scheduler.WithObserver(rec))
 	started := make(chan struct{})
 	cause := make(chan error, 1)
 	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
@@ -258,6 +259,10 @@ func TestCancelRunning(t *testing.T) {
 	}
 	got := waitState(t, e.sched, id, scheduler.StateCanceled)
 	require.Empty(t, got.Result)
+	require.Eventually(t, func() bool {
+		k := rec.kinds(id)
+		return len(k) > 0 && k[len(k)-1] == "aborted"
+	}, wait, time.Millisecond, "the interrupted attempt ends with an aborted event: %v", rec.kinds(id))
 	require.Eventually(t, func() bool { n, _ := e.broker.Depth(context.Background(), "default"); return n == 0 }, wait, time.Millisecond)
 }
 

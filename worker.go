@@ -297,6 +297,7 @@ func (w *Worker) process(hard context.Context, d Delivery) {
 	herr, handedBack := w.run(hard, t)
 	if handedBack {
 		w.handBack(t, d, log)
+		w.s.emit(Event{Kind: EventAborted, Task: t, Duration: w.s.now().Sub(start), WorkerID: w.cfg.id, Time: w.s.now()})
 		return
 	}
 	w.finish(hard, t, d, herr, w.s.now().Sub(start), log)
@@ -396,12 +397,13 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 	done, err := retryStore(hard, log, func(ctx context.Context) (*Task, error) {
 		return w.s.store.Finish(ctx, t.ID, p)
 	})
-	switch {
-	case errors.Is(err, ErrTaskFinished) || errors.Is(err, ErrStaleAttempt):
-		log.log(zap.InfoLevel, "attempt outcome discarded: the task was canceled or taken over", zap.String("outcome", string(p.State)), zap.Error(err))
-		w.settle(d, log, d.Ack)
-		return
-	case err != nil:
+	if err != nil {
+		w.s.emit(Event{Kind: EventAborted, Task: t, Err: err, Duration: ran, WorkerID: w.cfg.id, Time: now})
+		if errors.Is(err, ErrTaskFinished) || errors.Is(err, ErrStaleAttempt) {
+			log.log(zap.InfoLevel, "attempt outcome discarded: the task was canceled or taken over", zap.String("outcome", string(p.State)), zap.Error(err))
+			w.settle(d, log, d.Ack)
+			return
+		}
 		log.log(zap.ErrorLevel, "could not store the attempt's outcome; the message will be redelivered", zap.Error(err))
 		return // unsettled: closing the consumer requeues it
 	}

@@ -208,7 +208,7 @@ func (b *Broker) Consume(ctx context.Context, queueName string, prefetch int) (s
 	}
 	c := &consumer{
 		b: b, q: q, prefetch: prefetch,
-		out:       make(chan scheduler.Delivery),
+		out:       make(chan scheduler.Delivery, prefetch),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 		unsettled: make(map[*delivery]struct{}),
