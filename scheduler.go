@@ -355,21 +355,6 @@ func (s *Scheduler) Workers(ctx context.Context) ([]WorkerInfo, error) {
 	return s.store.Workers(ctx)
 }
 
-// InFlight returns how many task handlers the running Workers of this
-// Scheduler, in this process, are executing right now. It reads counters
-// kept in memory and calls no backend, so it is cheap enough for a metrics
-// scrape. For the whole cluster, sum it over processes or read
-// WorkerInfo.InFlight from Workers.
-func (s *Scheduler) InFlight() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, w := range s.workers {
-		n += int(w.nInFlight.Load())
-	}
-	return n
-}
-
 // Health is the reachability of the two backends; a nil field is healthy.
 type Health struct {
 	Broker error

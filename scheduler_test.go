@@ -752,35 +752,3 @@ func TestObserverSeesDeadAndCanceled(t *testing.T) {
 		}
 	}
 }
-
-func TestInFlightCountsRunningHandlers(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	require.Zero(t, e.sched.InFlight())
-	started := make(chan struct{}, 3)
-	release := make(chan struct{})
-	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
-		"hold": func(ctx context.Context, _ *scheduler.Task) error {
-			started <- struct{}{}
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
-			return nil
-		},
-	}, scheduler.WithConcurrency(4))
-	ids := []string{submit(t, e.sched, "hold", ""), submit(t, e.sched, "hold", ""), submit(t, e.sched, "hold", "")}
-	for range ids {
-		select {
-		case <-started:
-		case <-time.After(wait):
-			t.Fatal("handlers did not start")
-		}
-	}
-	require.Equal(t, 3, e.sched.InFlight())
-	close(release)
-	for _, id := range ids {
-		waitState(t, e.sched, id, scheduler.StateSucceeded)
-	}
-	require.Eventually(t, func() bool { return e.sched.InFlight() == 0 }, wait, time.Millisecond)
-}
