@@ -434,6 +434,8 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 			w.s.emit(ev)
 		} else {
 			log.log(zap.DebugLevel, "task snoozed", zap.Time("run_at", p.RunAt))
+			ev.Kind = EventSnoozed
+			w.s.emit(ev)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := w.s.broker.Publish(ctx, messageFor(done, now)); err != nil {
