@@ -15,7 +15,6 @@ import (
 // task's path, each read bounded by the scrape timeout.
 type scrapeCollector struct {
 	m          *Metrics
-	inFlight   *prometheus.Desc
 	depth      *prometheus.Desc
 	tasks      *prometheus.Desc
 	workers    *prometheus.Desc
@@ -30,7 +29,6 @@ func newScrapeCollector(m *Metrics) *scrapeCollector {
 	name := func(n string) string { return prometheus.BuildFQName(m.cfg.namespace, "", n) }
 	return &scrapeCollector{
 		m:          m,
-		inFlight:   prometheus.NewDesc(name("tasks_in_flight"), "Task handlers running now in this process's workers.", nil, nil),
 		depth:      prometheus.NewDesc(name("queue_depth"), "Messages ready for delivery in a queue, from the broker.", []string{"queue"}, nil),
 		tasks:      prometheus.NewDesc(name("tasks"), "Stored tasks by state, from the store.", []string{"state"}, nil),
 		workers:    prometheus.NewDesc(name("workers"), "Live worker nodes, from their heartbeats in the store.", nil, nil),
@@ -41,7 +39,7 @@ func newScrapeCollector(m *Metrics) *scrapeCollector {
 
 // Describe implements prometheus.Collector.
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inFlight, c.depth, c.tasks, c.workers, c.beatAge, c.reconnects} {
+	for _, d := range []*prometheus.Desc{c.depth, c.tasks, c.workers, c.beatAge, c.reconnects} {
 		ch <- d
 	}
 }
@@ -66,8 +64,6 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	if s == nil {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(s.InFlight()))
-
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.scrapeTimeout)
 	defer cancel()
 	var (

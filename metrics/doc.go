@@ -26,9 +26,9 @@
 //	scheduler_tasks_finished_total{type,state}             counter   final states reached: succeeded, dead, canceled
 //	scheduler_task_retries_total{type}                     counter   failed attempts retried, and retries by request
 //	scheduler_tasks_dead_total{type}                       counter   tasks whose last attempt failed
-//	scheduler_task_run_duration_seconds{type,outcome}      histogram handler run time; outcome succeeded or failed
+//	scheduler_task_run_duration_seconds{type,outcome}      histogram handler run time; outcome succeeded, failed, snoozed, aborted
 //	scheduler_task_queue_wait_seconds{queue}               histogram submission (or run-at) to start
-//	scheduler_tasks_in_flight                              gauge     handlers running in this process
+//	scheduler_tasks_in_flight{type}                        gauge     attempts running in this process's workers
 //	scheduler_queue_depth{queue}                           gauge     ready messages, from the broker
 //	scheduler_tasks{state}                                 gauge     stored tasks per state, from the store
 //	scheduler_workers                                      gauge     live workers, from their heartbeats

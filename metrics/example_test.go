@@ -61,7 +61,7 @@ func Example() {
 	// scheduler_tasks_submitted_total{priority="7",queue="default",type="email.send"} 1
 	// scheduler_tasks_finished_total{state="succeeded",type="email.send"} 1
 	// scheduler_queue_depth{queue="default"} 0
-	// scheduler_tasks_in_flight 0
+	// scheduler_tasks_in_flight{type="email.send"} 0
 }
 
 // printMetrics prints the counter and gauge series of the named metrics in

@@ -33,6 +33,7 @@ type Metrics struct {
 	dead         *prometheus.CounterVec
 	runDuration  *prometheus.HistogramVec
 	queueWait    *prometheus.HistogramVec
+	inFlight     *prometheus.GaugeVec
 	storeErrors  *prometheus.CounterVec
 	brokerErrors *prometheus.CounterVec
 
@@ -78,21 +79,23 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: name, Help: help, Buckets: cfg.buckets}, labels)
 	}
 	m := &Metrics{
-		cfg:          cfg,
-		now:          time.Now,
-		submitted:    counter("tasks_submitted_total", "Tasks submitted by this process.", "type", "queue", "priority"),
-		finished:     counter("tasks_finished_total", "Tasks that reached a final state (succeeded, dead, canceled), as seen by this process.", "type", "state"),
-		retries:      counter("task_retries_total", "Failed attempts scheduled to run again, plus dead or canceled tasks retried by request.", "type"),
-		dead:         counter("tasks_dead_total", "Tasks whose last attempt failed.", "type"),
-		runDuration:  histogram("task_run_duration_seconds", "How long handlers ran, by outcome of the attempt (succeeded or failed).", "type", "outcome"),
-		queueWait:    histogram("task_queue_wait_seconds", "How long tasks waited from submission (or their run-at time) to the start of an attempt.", "queue"),
+		cfg:         cfg,
+		now:         time.Now,
+		submitted:   counter("tasks_submitted_total", "Tasks submitted by this process.", "type", "queue", "priority"),
+		finished:    counter("tasks_finished_total", "Tasks that reached a final state (succeeded, dead, canceled), as seen by this process.", "type", "state"),
+		retries:     counter("task_retries_total", "Failed attempts scheduled to run again, plus dead or canceled tasks retried by request.", "type"),
+		dead:        counter("tasks_dead_total", "Tasks whose last attempt failed.", "type"),
+		runDuration: histogram("task_run_duration_seconds", "How long handlers ran, by outcome of the attempt (succeeded, failed, snoozed, aborted).", "type", "outcome"),
+		queueWait:   histogram("task_queue_wait_seconds", "How long tasks waited from submission (or their run-at time) to the start of an attempt.", "queue"),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "tasks_in_flight",
+			Help: "Attempts running now in this process's workers."}, []string{"type"}),
 		storeErrors:  counter("store_errors_total", "Store calls that failed for another reason than a definite answer (not found, duplicate, ...).", "operation"),
 		brokerErrors: counter("broker_errors_total", "Broker calls that failed.", "operation"),
 		types:        newLabelSet(cfg.labelLimit),
 		queues:       newLabelSet(cfg.labelLimit),
 	}
 	m.scrape = newScrapeCollector(m)
-	cs := []prometheus.Collector{m.submitted, m.finished, m.retries, m.dead, m.runDuration, m.queueWait, m.storeErrors, m.brokerErrors, m.scrape}
+	cs := []prometheus.Collector{m.submitted, m.finished, m.retries, m.dead, m.runDuration, m.queueWait, m.inFlight, m.storeErrors, m.brokerErrors, m.scrape}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, r := range cs[:i] {
@@ -140,11 +143,16 @@ func (m *Metrics) Observe(e scheduler.Event) {
 		m.submitted.WithLabelValues(typ, m.queues.get(t.Queue), strconv.Itoa(int(t.Priority))).Inc()
 	case scheduler.EventStarted:
 		m.queueWait.WithLabelValues(m.queues.get(t.Queue)).Observe(e.Wait.Seconds())
+		m.inFlight.WithLabelValues(typ).Inc()
 	case scheduler.EventSucceeded:
-		m.runDuration.WithLabelValues(typ, "succeeded").Observe(e.Duration.Seconds())
+		m.attemptEnded(typ, "succeeded", e.Duration)
 		m.finished.WithLabelValues(typ, string(scheduler.StateSucceeded)).Inc()
 	case scheduler.EventFailed:
-		m.runDuration.WithLabelValues(typ, "failed").Observe(e.Duration.Seconds())
+		m.attemptEnded(typ, "failed", e.Duration)
+	case scheduler.EventSnoozed:
+		m.attemptEnded(typ, "snoozed", e.Duration)
+	case scheduler.EventAborted:
+		m.attemptEnded(typ, "aborted", e.Duration)
 	case scheduler.EventRetried:
 		m.retries.WithLabelValues(typ).Inc()
 	case scheduler.EventDead:
@@ -153,6 +161,12 @@ func (m *Metrics) Observe(e scheduler.Event) {
 	case scheduler.EventCanceled:
 		m.finished.WithLabelValues(typ, string(scheduler.StateCanceled)).Inc()
 	}
+}
+
+// attemptEnded records the end of an attempt that EventStarted began.
+func (m *Metrics) attemptEnded(typ, outcome string, ran time.Duration) {
+	m.runDuration.WithLabelValues(typ, outcome).Observe(ran.Seconds())
+	m.inFlight.WithLabelValues(typ).Dec()
 }
 
 // labelSet admits label values up to a limit; later ones become

@@ -49,11 +49,17 @@ func TestObserveCountsEvents(t *testing.T) {
 		{Kind: scheduler.EventSucceeded, Task: mail, Duration: 2 * time.Second},
 		{Kind: scheduler.EventFailed, Task: thumb, Duration: 20 * time.Second, Err: errors.New("x")},
 		{Kind: scheduler.EventRetried, Task: thumb},
+		{Kind: scheduler.EventStarted, Task: thumb, Wait: 3 * time.Second},
 		{Kind: scheduler.EventFailed, Task: thumb, Duration: 200 * time.Millisecond, Err: errors.New("x")},
 		{Kind: scheduler.EventDead, Task: thumb, Err: errors.New("x")},
 		{Kind: scheduler.EventCanceled, Task: mail},
-		{Kind: scheduler.EventKind(99), Task: mail}, // unknown kinds are ignored
-		{Kind: scheduler.EventSubmitted},            // as are events without a task
+		{Kind: scheduler.EventStarted, Task: mail, Wait: 500 * time.Millisecond},
+		{Kind: scheduler.EventSnoozed, Task: mail, Duration: 100 * time.Millisecond},
+		{Kind: scheduler.EventStarted, Task: mail, Wait: 500 * time.Millisecond},
+		{Kind: scheduler.EventAborted, Task: mail, Duration: 300 * time.Millisecond},
+		{Kind: scheduler.EventStarted, Task: mail, Wait: 500 * time.Millisecond}, // still running
+		{Kind: scheduler.EventKind(99), Task: mail},                              // unknown kinds are ignored
+		{Kind: scheduler.EventSubmitted},                                         // as are events without a task
 	} {
 		m.Observe(e)
 	}
@@ -74,13 +80,27 @@ scheduler_task_retries_total{type="thumb"} 1
 # HELP scheduler_tasks_dead_total Tasks whose last attempt failed.
 # TYPE scheduler_tasks_dead_total counter
 scheduler_tasks_dead_total{type="thumb"} 1
-# HELP scheduler_task_run_duration_seconds How long handlers ran, by outcome of the attempt (succeeded or failed).
+# HELP scheduler_tasks_in_flight Attempts running now in this process's workers.
+# TYPE scheduler_tasks_in_flight gauge
+scheduler_tasks_in_flight{type="email.send"} 1
+scheduler_tasks_in_flight{type="thumb"} 0
+# HELP scheduler_task_run_duration_seconds How long handlers ran, by outcome of the attempt (succeeded, failed, snoozed, aborted).
 # TYPE scheduler_task_run_duration_seconds histogram
+scheduler_task_run_duration_seconds_bucket{outcome="aborted",type="email.send",le="1"} 1
+scheduler_task_run_duration_seconds_bucket{outcome="aborted",type="email.send",le="10"} 1
+scheduler_task_run_duration_seconds_bucket{outcome="aborted",type="email.send",le="+Inf"} 1
+scheduler_task_run_duration_seconds_sum{outcome="aborted",type="email.send"} 0.3
+scheduler_task_run_duration_seconds_count{outcome="aborted",type="email.send"} 1
 scheduler_task_run_duration_seconds_bucket{outcome="failed",type="thumb",le="1"} 1
 scheduler_task_run_duration_seconds_bucket{outcome="failed",type="thumb",le="10"} 1
 scheduler_task_run_duration_seconds_bucket{outcome="failed",type="thumb",le="+Inf"} 2
 scheduler_task_run_duration_seconds_sum{outcome="failed",type="thumb"} 20.2
 scheduler_task_run_duration_seconds_count{outcome="failed",type="thumb"} 2
+scheduler_task_run_duration_seconds_bucket{outcome="snoozed",type="email.send",le="1"} 1
+scheduler_task_run_duration_seconds_bucket{outcome="snoozed",type="email.send",le="10"} 1
+scheduler_task_run_duration_seconds_bucket{outcome="snoozed",type="email.send",le="+Inf"} 1
+scheduler_task_run_duration_seconds_sum{outcome="snoozed",type="email.send"} 0.1
+scheduler_task_run_duration_seconds_count{outcome="snoozed",type="email.send"} 1
 scheduler_task_run_duration_seconds_bucket{outcome="succeeded",type="email.send",le="1"} 0
 scheduler_task_run_duration_seconds_bucket{outcome="succeeded",type="email.send",le="10"} 1
 scheduler_task_run_duration_seconds_bucket{outcome="succeeded",type="email.send",le="+Inf"} 1
@@ -89,21 +109,21 @@ scheduler_task_run_duration_seconds_count{outcome="succeeded",type="email.send"}
 # HELP scheduler_task_queue_wait_seconds How long tasks waited from submission (or their run-at time) to the start of an attempt.
 # TYPE scheduler_task_queue_wait_seconds histogram
 scheduler_task_queue_wait_seconds_bucket{queue="default",le="1"} 0
-scheduler_task_queue_wait_seconds_bucket{queue="default",le="10"} 1
-scheduler_task_queue_wait_seconds_bucket{queue="default",le="+Inf"} 1
-scheduler_task_queue_wait_seconds_sum{queue="default"} 3
-scheduler_task_queue_wait_seconds_count{queue="default"} 1
-scheduler_task_queue_wait_seconds_bucket{queue="mail",le="1"} 1
-scheduler_task_queue_wait_seconds_bucket{queue="mail",le="10"} 1
-scheduler_task_queue_wait_seconds_bucket{queue="mail",le="+Inf"} 1
-scheduler_task_queue_wait_seconds_sum{queue="mail"} 0.5
-scheduler_task_queue_wait_seconds_count{queue="mail"} 1
+scheduler_task_queue_wait_seconds_bucket{queue="default",le="10"} 2
+scheduler_task_queue_wait_seconds_bucket{queue="default",le="+Inf"} 2
+scheduler_task_queue_wait_seconds_sum{queue="default"} 6
+scheduler_task_queue_wait_seconds_count{queue="default"} 2
+scheduler_task_queue_wait_seconds_bucket{queue="mail",le="1"} 4
+scheduler_task_queue_wait_seconds_bucket{queue="mail",le="10"} 4
+scheduler_task_queue_wait_seconds_bucket{queue="mail",le="+Inf"} 4
+scheduler_task_queue_wait_seconds_sum{queue="mail"} 2
+scheduler_task_queue_wait_seconds_count{queue="mail"} 4
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"scheduler_tasks_submitted_total", "scheduler_tasks_finished_total", "scheduler_task_retries_total",
-		"scheduler_tasks_dead_total", "scheduler_task_run_duration_seconds", "scheduler_task_queue_wait_seconds"))
+		"scheduler_tasks_dead_total", "scheduler_tasks_in_flight", "scheduler_task_run_duration_seconds", "scheduler_task_queue_wait_seconds"))
 	// Without Watch nothing is read from backends.
-	n, err := testutil.GatherAndCount(reg, "scheduler_queue_depth", "scheduler_tasks", "scheduler_workers", "scheduler_tasks_in_flight")
+	n, err := testutil.GatherAndCount(reg, "scheduler_queue_depth", "scheduler_tasks", "scheduler_workers")
 	require.NoError(t, err)
 	require.Zero(t, n)
 }
@@ -224,7 +244,6 @@ func TestWithSchedulerAndWorker(t *testing.T) {
 	require.Equal(t, 2.0, mustValue(t, reg, "scheduler_tasks", "state", "pending"))
 	require.Equal(t, 0.0, mustValue(t, reg, "scheduler_tasks", "state", "dead"), "every state is reported")
 	require.Equal(t, 0.0, mustValue(t, reg, "scheduler_workers"))
-	require.Equal(t, 0.0, mustValue(t, reg, "scheduler_tasks_in_flight"))
 	require.Equal(t, 1.0, mustValue(t, reg, "scheduler_tasks_submitted_total", "type", "flaky", "queue", "default", "priority", "1"))
 	_, hasReconnects := value(t, reg, "scheduler_broker_reconnects_total")
 	require.False(t, hasReconnects, "the memory broker does not count reconnects")
@@ -265,7 +284,7 @@ func TestWithSchedulerAndWorker(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("handler did not start")
 	}
-	require.Equal(t, 1.0, mustValue(t, reg, "scheduler_tasks_in_flight"))
+	require.Equal(t, 1.0, mustValue(t, reg, "scheduler_tasks_in_flight", "type", "hold"))
 	require.Eventually(t, func() bool {
 		n, ok := value(t, reg, "scheduler_workers")
 		return ok && n == 1
@@ -279,16 +298,21 @@ func TestWithSchedulerAndWorker(t *testing.T) {
 	waitState(t, sched, flaky, scheduler.StateDead)
 	require.NoError(t, sched.Cancel(ctx, later))
 
-	require.Equal(t, 1.0, mustValue(t, reg, "scheduler_tasks_finished_total", "type", "hold", "state", "succeeded"))
+	// Workers report events just after storing the state the test saw.
+	require.Eventually(t, func() bool {
+		ok, _ := value(t, reg, "scheduler_tasks_finished_total", "type", "hold", "state", "succeeded")
+		dead, _ := value(t, reg, "scheduler_tasks_finished_total", "type", "flaky", "state", "dead")
+		return ok == 1 && dead == 1
+	}, wait, time.Millisecond)
 	require.Equal(t, 1.0, mustValue(t, reg, "scheduler_tasks_finished_total", "type", "hold", "state", "canceled"))
-	require.Equal(t, 1.0, mustValue(t, reg, "scheduler_tasks_finished_total", "type", "flaky", "state", "dead"))
 	require.Equal(t, 1.0, mustValue(t, reg, "scheduler_tasks_dead_total", "type", "flaky"))
 	require.Equal(t, 1.0, mustValue(t, reg, "scheduler_task_retries_total", "type", "flaky"))
 	require.Equal(t, 2.0, mustValue(t, reg, "scheduler_task_run_duration_seconds", "type", "flaky", "outcome", "failed"))
 	require.Equal(t, 3.0, mustValue(t, reg, "scheduler_task_queue_wait_seconds", "queue", "default"))
 	require.Equal(t, 1.0, mustValue(t, reg, "scheduler_tasks", "state", "succeeded"))
 	require.Equal(t, 0.0, mustValue(t, reg, "scheduler_queue_depth", "queue", "default"))
-	require.Eventually(t, func() bool { return mustValue(t, reg, "scheduler_tasks_in_flight") == 0 }, wait, time.Millisecond)
+	require.Equal(t, 0.0, mustValue(t, reg, "scheduler_tasks_in_flight", "type", "hold"))
+	require.Equal(t, 0.0, mustValue(t, reg, "scheduler_tasks_in_flight", "type", "flaky"))
 	// Definite answers are no store errors.
 	_, err = sched.Status(ctx, "00000000-0000-0000-0000-000000000000")
 	require.ErrorIs(t, err, scheduler.ErrTaskNotFound)
@@ -370,7 +394,6 @@ func TestScrapeOfHungBackendsIsBounded(t *testing.T) {
 		names[f.GetName()] = true
 	}
 	require.True(t, names["scheduler_broker_reconnects_total"])
-	require.True(t, names["scheduler_tasks_in_flight"])
 	require.False(t, names["scheduler_tasks"])
 	require.False(t, names["scheduler_workers"])
 	require.False(t, names["scheduler_queue_depth"])
