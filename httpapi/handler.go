@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"path"
 	"runtime/debug"
 	"slices"
@@ -313,8 +314,13 @@ type listResponse struct {
 
 // list answers GET /tasks.
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, errorDetail{Code: CodeInvalidQuery, Message: "malformed query string"})
+		return
+	}
 	var f scheduler.ListFilter
-	for name, vals := range r.URL.Query() {
+	for name, vals := range query {
 		if len(vals) != 1 {
 			writeError(w, http.StatusBadRequest, errorDetail{Code: CodeInvalidQuery, Field: name, Message: "query parameter " + strconv.Quote(name) + " given more than once"})
 			return

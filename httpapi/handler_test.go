@@ -189,6 +189,8 @@ func TestList(t *testing.T) {
 		{"?limit=-1", httpapi.CodeInvalidField, "limit"},
 		{"?status=dead", httpapi.CodeInvalidQuery, "status"},
 		{"?state=dead&state=pending", httpapi.CodeInvalidQuery, "state"},
+		{"?state=%zz", httpapi.CodeInvalidQuery, ""},
+		{"?state=dead;limit=2", httpapi.CodeInvalidQuery, ""},
 	} {
 		res := do(t, e.h, http.MethodGet, "/tasks"+tc.query, nil)
 		require.Equal(t, http.StatusBadRequest, res.code, tc.query)

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -33,7 +34,7 @@ const OtherLabel = "(other)"
 func defaultConfig() config {
 	return config{
 		namespace:     "scheduler",
-		buckets:       DefaultBuckets,
+		buckets:       slices.Clone(DefaultBuckets),
 		scrapeTimeout: 5 * time.Second,
 		labelLimit:    256,
 		logger:        zap.NewNop(),
