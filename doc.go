@@ -47,6 +47,20 @@
 // a task dead at once; Snooze puts it back to wait without counting a
 // failure; a panic fails the attempt and the worker lives on.
 //
+// # Periodic tasks
+//
+//	err = sched.RegisterPeriodic(scheduler.Periodic{
+//		Name: "nightly-report", Spec: "30 2 * * *", Location: newYork,
+//		Type: "report.build", Options: []scheduler.SubmitOption{scheduler.WithQueue("reports")},
+//	})
+//	err = sched.RunPeriodic(ctx) // on any number of nodes; until ctx ends
+//
+// Each tick is submitted once across all nodes running RunPeriodic: its
+// task ID is derived from the schedule's name and the tick, and the store
+// admits one task per ID. The task carries Schedule and Tick. After
+// downtime only the most recent missed tick runs, if it is at most
+// Periodic.CatchUp old. See docs/PERIODIC.md.
+//
 // # Guarantees
 //
 // Execution is at least once. A message is acknowledged only after the

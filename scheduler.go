@@ -30,6 +30,8 @@ type Scheduler struct {
 	closed  atomic.Bool
 	mu      sync.Mutex
 	workers map[string]*Worker // running workers of this process, by ID
+
+	periodic periodicState // schedules and the periodic loop (periodic.go)
 }
 
 // New returns a Scheduler using broker to move tasks and store to keep

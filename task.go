@@ -132,6 +132,13 @@ type Task struct {
 	// UniqueKey, when set, keeps a second task with the same key from being
 	// submitted until this one reaches a terminal state.
 	UniqueKey string
+	// Schedule is the name of the periodic schedule that submitted the task
+	// (see Scheduler.RegisterPeriodic); empty for a task submitted directly.
+	// Same characters and length as Type.
+	Schedule string
+	// Tick is the time the periodic task was due, in UTC; zero for a task
+	// submitted directly. Each tick of a schedule is submitted once.
+	Tick time.Time
 }
 
 // Clone returns a deep copy of t.
@@ -184,7 +191,13 @@ func (t *Task) Validate() error {
 	if t.CreatedAt.IsZero() {
 		return invalid("created_at", "must be set")
 	}
-	return validateUniqueKey(t.UniqueKey)
+	if err := validateUniqueKey(t.UniqueKey); err != nil {
+		return err
+	}
+	if t.Schedule != "" {
+		return validateName("schedule", t.Schedule, MaxTypeLen, "._:-")
+	}
+	return nil
 }
 
 // ValidateNew checks a task about to be created: Validate, plus the state
@@ -295,6 +308,8 @@ type taskJSON struct {
 	ResultBase64  []byte          `json:"result_base64,omitempty"`
 	WorkerID      string          `json:"worker_id,omitempty"`
 	UniqueKey     string          `json:"unique_key,omitempty"`
+	Schedule      string          `json:"schedule,omitempty"`
+	Tick          time.Time       `json:"tick,omitzero"`
 }
 
 // MarshalJSON encodes t with snake_case fields. A payload (or result) that is
@@ -312,6 +327,7 @@ func (t Task) MarshalJSON() ([]byte, error) {
 	}
 	j.Payload, j.PayloadBase64 = splitBytes(t.Payload)
 	j.Result, j.ResultBase64 = splitBytes(t.Result)
+	j.Schedule, j.Tick = t.Schedule, t.Tick
 	return json.Marshal(j)
 }
 
@@ -337,6 +353,7 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 		Payload: joinBytes(j.Payload, j.PayloadBase64),
 		Result:  joinBytes(j.Result, j.ResultBase64),
 	}
+	t.Schedule, t.Tick = j.Schedule, j.Tick
 	return nil
 }
 

@@ -61,6 +61,8 @@ func Run(t *testing.T, newStore func(t *testing.T) scheduler.Store) {
 		{"ConcurrentStart", testConcurrentStart},
 		{"ConcurrentFinishAndCancel", testConcurrentFinishAndCancel},
 		{"Ping", testPing},
+		{"PeriodicTaskFields", testPeriodicTaskFields},
+		{"ConcurrentCreateSameID", testConcurrentCreateSameID},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -883,4 +885,91 @@ func testPing(t *testing.T, s scheduler.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.ErrorIs(t, s.Ping(ctx), context.Canceled, "a canceled context fails")
+}
+
+// testPeriodicTaskFields checks that a periodic task's Schedule and Tick
+// survive every transition.
+func testPeriodicTaskFields(t *testing.T, s scheduler.Store) {
+	ctx := ctxFor(t)
+	task := newTask(t)
+	task.Schedule = "nightly:report.v2"
+	task.Tick = base.Add(-time.Hour)
+	create(t, s, task)
+	requireSameTask(t, task, get(t, s, task.ID))
+
+	check := func(got *scheduler.Task, step string) {
+		t.Helper()
+		require.Equal(t, task.Schedule, got.Schedule, step)
+		require.True(t, task.Tick.Equal(got.Tick), "%s: tick %v", step, got.Tick)
+	}
+	r := start(t, s, task, "w1")
+	check(r, "start")
+	check(finish(t, s, r, scheduler.StateRetrying), "finish retrying")
+	r2, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 1, WorkerID: "w1", Now: base})
+	require.NoError(t, err)
+	check(finish(t, s, r2, scheduler.StateDead), "finish dead")
+	retried, err := s.Retry(ctx, task.ID, base)
+	require.NoError(t, err)
+	check(retried, "retry")
+	canceled, err := s.Cancel(ctx, task.ID, scheduler.CancelParams{Now: base})
+	require.NoError(t, err)
+	check(canceled, "cancel")
+	check(get(t, s, task.ID), "get")
+	page, err := s.List(ctx, scheduler.ListFilter{})
+	require.NoError(t, err)
+	require.Len(t, page.Tasks, 1)
+	check(page.Tasks[0], "list")
+
+	plain := newTask(t)
+	create(t, s, plain)
+	got := get(t, s, plain.ID)
+	require.Empty(t, got.Schedule)
+	require.True(t, got.Tick.IsZero(), "a task submitted directly has no tick")
+
+	bad := newTask(t)
+	bad.Schedule = "a/b"
+	_, err = s.Create(ctx, []*scheduler.Task{bad})
+	require.ErrorIs(t, err, scheduler.ErrInvalidTask)
+}
+
+// testConcurrentCreateSameID checks what periodic tasks rely on: of any
+// number of concurrent Creates of one ID, exactly one stores its task and
+// every other gets a *DuplicateError naming that ID.
+func testConcurrentCreateSameID(t *testing.T, s scheduler.Store) {
+	ctx := ctxFor(t)
+	const racers = 20
+	id := newID(t)
+	var winner atomic.Int32
+	winner.Store(-1)
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for r := range racers {
+		wg.Go(func() {
+			task := newTask(t)
+			task.ID = id
+			task.Payload = []byte(fmt.Sprint(r))
+			errs, err := s.Create(ctx, []*scheduler.Task{task})
+			if !assert.NoError(t, err) || !assert.Len(t, errs, 1) {
+				return
+			}
+			if errs[0] == nil {
+				wins.Add(1)
+				winner.Store(int32(r))
+				return
+			}
+			var dup *scheduler.DuplicateError
+			if assert.ErrorAs(t, errs[0], &dup) {
+				assert.Equal(t, id, dup.ExistingID)
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, int32(1), wins.Load(), "exactly one Create of an ID stores its task")
+	require.Equal(t, fmt.Sprint(winner.Load()), string(get(t, s, id).Payload), "the stored task is the winner's")
+	out, err := s.Outbox(ctx, base.Add(time.Hour), 10)
+	require.NoError(t, err)
+	require.Len(t, out, 1, "one outbox entry")
+	counts, err := s.Counts(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), sum(counts))
 }

@@ -1,0 +1,419 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dtsched/scheduler"
+)
+
+// Benchmarks run against the real server only (SCHEDULER_TEST_REDIS_ADDR);
+// each uses its own prefix, deleted afterwards. Compare the store calls
+// with the Raw* baselines of the same run: a plain go-redis SET and GET of
+// the same record bytes.
+//
+//	SCHEDULER_TEST_REDIS_ADDR=127.0.0.1:6379 go test -run '^$' -bench . -benchtime=2000x -count=5 ./storage/redis/
+
+func benchHarness(b *testing.B) *harness {
+	b.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: realAddr(b)})
+	b.Cleanup(func() { _ = rdb.Close() })
+	h := newHarness(b, rdb, nil)
+	require.NoError(b, h.s.Ping(context.Background()))
+	for _, sc := range allScripts {
+		require.NoError(b, sc.Load(context.Background(), rdb).Err())
+	}
+	return h
+}
+
+// smallTask is a task as the Scheduler submits it, with a small payload.
+func smallTask() *scheduler.Task {
+	now := time.Now()
+	return &scheduler.Task{
+		ID: uuid.Must(uuid.NewV7()).String(), Type: "email.send", Queue: scheduler.DefaultQueue,
+		Payload: []byte(`{"to":"a@example.com"}`), Priority: scheduler.PriorityDefault, State: scheduler.StatePending,
+		MaxRetries: scheduler.DefaultMaxRetries, RunAt: now, CreatedAt: now,
+	}
+}
+
+func smallTasks(n int) []*scheduler.Task {
+	out := make([]*scheduler.Task, n)
+	for i := range out {
+		out[i] = smallTask()
+	}
+	return out
+}
+
+// latencies collects per-call durations and reports their percentiles.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d []time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d...)
+	l.mu.Unlock()
+}
+
+func (l *latencies) report(b *testing.B) {
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	pct := func(p float64) float64 {
+		return float64(l.d[min(len(l.d)-1, int(p*float64(len(l.d))))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// timed runs op b.N times, sequentially or from parallel goroutines, with
+// op(i) given a distinct i in 0..b.N-1.
+func timed(b *testing.B, parallel bool, op func(i int) error) {
+	var l latencies
+	var next struct {
+		sync.Mutex
+		i int
+	}
+	take := func() int {
+		next.Lock()
+		defer next.Unlock()
+		next.i++
+		return next.i - 1
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	if !parallel {
+		d := make([]time.Duration, 0, b.N)
+		for i := 0; i < b.N; i++ {
+			t0 := time.Now()
+			if err := op(i); err != nil {
+				b.Fatal(err)
+			}
+			d = append(d, time.Since(t0))
+		}
+		b.StopTimer()
+		l.add(d)
+	} else {
+		b.RunParallel(func(pb *testing.PB) {
+			var d []time.Duration
+			for pb.Next() {
+				t0 := time.Now()
+				if err := op(take()); err != nil {
+					b.Error(err)
+					return
+				}
+				d = append(d, time.Since(t0))
+			}
+			l.add(d)
+		})
+		b.StopTimer()
+	}
+	l.report(b)
+}
+
+// BenchmarkSetTask stores one new task per call (Store.Create of one task:
+// record, listing index, outbox, replay marker, in one script).
+func BenchmarkSetTask(b *testing.B) {
+	for _, parallel := range []bool{false, true} {
+		b.Run(mode(parallel), func(b *testing.B) {
+			h := benchHarness(b)
+			tasks := smallTasks(b.N)
+			ctx := context.Background()
+			timed(b, parallel, func(i int) error {
+				res, err := h.s.Create(ctx, tasks[i:i+1])
+				if err == nil && res[0] != nil {
+					err = res[0]
+				}
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkGetTask reads and decodes one stored task per call.
+func BenchmarkGetTask(b *testing.B) {
+	for _, parallel := range []bool{false, true} {
+		b.Run(mode(parallel), func(b *testing.B) {
+			h := benchHarness(b)
+			tasks := smallTasks(100)
+			h.create(b, tasks...)
+			ctx := context.Background()
+			timed(b, parallel, func(i int) error {
+				_, err := h.s.Get(ctx, tasks[i%len(tasks)].ID)
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkRawSet is the baseline of SetTask: a plain SET of the same
+// record bytes under a key of the same length.
+func BenchmarkRawSet(b *testing.B) {
+	for _, parallel := range []bool{false, true} {
+		b.Run(mode(parallel), func(b *testing.B) {
+			h := benchHarness(b)
+			tasks := smallTasks(b.N)
+			keys, vals := make([]string, b.N), make([][]byte, b.N)
+			for i, t := range tasks {
+				keys[i] = h.ns + ":t:" + t.ID
+				vals[i], _ = json.Marshal(t)
+			}
+			ctx := context.Background()
+			timed(b, parallel, func(i int) error {
+				return h.rdb.Set(ctx, keys[i], vals[i], 0).Err()
+			})
+		})
+	}
+}
+
+// BenchmarkRawGet is the baseline of GetTask: a plain GET of the same
+// record bytes.
+func BenchmarkRawGet(b *testing.B) {
+	for _, parallel := range []bool{false, true} {
+		b.Run(mode(parallel), func(b *testing.B) {
+			h := benchHarness(b)
+			tasks := smallTasks(100)
+			h.create(b, tasks...)
+			ctx := context.Background()
+			timed(b, parallel, func(i int) error {
+				return h.rdb.Get(ctx, h.ns+":t:"+tasks[i%len(tasks)].ID).Err()
+			})
+		})
+	}
+}
+
+// BenchmarkStart moves one pending task to running per call.
+func BenchmarkStart(b *testing.B) {
+	for _, parallel := range []bool{false, true} {
+		b.Run(mode(parallel), func(b *testing.B) {
+			h := benchHarness(b)
+			tasks := smallTasks(b.N)
+			createAll(b, h, tasks)
+			ctx := context.Background()
+			timed(b, parallel, func(i int) error {
+				_, err := h.s.Start(ctx, tasks[i].ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkFinish moves one running task to succeeded per call.
+func BenchmarkFinish(b *testing.B) {
+	for _, parallel := range []bool{false, true} {
+		b.Run(mode(parallel), func(b *testing.B) {
+			h := benchHarness(b)
+			tasks := smallTasks(b.N)
+			createAll(b, h, tasks)
+			ctx := context.Background()
+			for _, t := range tasks {
+				_, err := h.s.Start(ctx, t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
+				require.NoError(b, err)
+			}
+			timed(b, parallel, func(i int) error {
+				_, err := h.s.Finish(ctx, tasks[i].ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateSucceeded, Now: time.Now()})
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkMemoryPerTask reports the Redis memory (MEMORY USAGE, exact)
+// taken by a finished small task: its record plus its index entries, with
+// b.N tasks in the namespace. Replay markers, which expire after the
+// replay window, are reported separately per call that wrote one.
+func BenchmarkMemoryPerTask(b *testing.B) {
+	h := benchHarness(b)
+	ctx := context.Background()
+	tasks := smallTasks(b.N)
+	b.ResetTimer()
+	createAll(b, h, tasks)
+	for _, t := range tasks {
+		_, err := h.s.Start(ctx, t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
+		require.NoError(b, err)
+		_, err = h.s.Finish(ctx, t.ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateSucceeded, Now: time.Now()})
+		require.NoError(b, err)
+	}
+	b.StopTimer()
+	m := measureMemory(b, h)
+	b.ReportMetric(float64(m.total)/float64(b.N), "B/task")
+	b.ReportMetric(float64(m.records)/float64(b.N), "record-B/task")
+	b.ReportMetric(float64(m.indexes)/float64(b.N), "index-B/task")
+	b.ReportMetric(float64(m.markers)/float64(m.markerCount), "B/marker")
+}
+
+type memory struct {
+	total, records, indexes, markers int64
+	markerCount                      int
+}
+
+func measureMemory(b testing.TB, h *harness) memory {
+	ctx := context.Background()
+	keys, err := scanKeys(ctx, h.rdb, h.ns)
+	require.NoError(b, err)
+	var m memory
+	for _, k := range keys {
+		n, err := h.rdb.MemoryUsage(ctx, k, 0).Result()
+		require.NoError(b, err)
+		switch {
+		case strings.HasPrefix(k, h.ns+":op:"):
+			m.markers += n
+			m.markerCount++
+			continue
+		case strings.HasPrefix(k, h.ns+":t:"):
+			m.records += n
+		default:
+			m.indexes += n
+		}
+		m.total += n
+	}
+	return m
+}
+
+func createAll(b *testing.B, h *harness, tasks []*scheduler.Task) {
+	for start := 0; start < len(tasks); start += 100 {
+		h.create(b, tasks[start:min(start+100, len(tasks))]...)
+	}
+}
+
+func mode(parallel bool) string {
+	if parallel {
+		return "parallel"
+	}
+	return "serial"
+}
+
+// BenchmarkEncodeRecord is the client-side work of SetTask besides the
+// round trip: encoding the task and moving its payload last.
+func BenchmarkEncodeRecord(b *testing.B) {
+	t := smallTask()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := record(t); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeRecord is the client-side work of GetTask besides the
+// round trip.
+func BenchmarkDecodeRecord(b *testing.B) {
+	t := smallTask()
+	js, err := record(t)
+	require.NoError(b, err)
+	s := &Store{ns: "{bench}"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.decode(t.ID, js); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVsRaw interleaves each store call with its raw baseline (a
+// plain SET or GET of the same record bytes) in every iteration, so both
+// see the same load on a shared machine, and reports the ratio of their
+// median and mean latencies.
+func BenchmarkVsRaw(b *testing.B) {
+	type pair struct {
+		name  string
+		setup func(h *harness, tasks []*scheduler.Task)
+		store func(h *harness, t *scheduler.Task) error
+		raw   func(h *harness, t *scheduler.Task, js []byte) error
+	}
+	ctx := context.Background()
+	rawSet := func(h *harness, t *scheduler.Task, js []byte) error {
+		return h.rdb.Set(ctx, h.ns+":raw:"+t.ID, js, 0).Err()
+	}
+	rawGet := func(h *harness, t *scheduler.Task, _ []byte) error {
+		return h.rdb.Get(ctx, h.ns+":raw:"+t.ID).Err()
+	}
+	startAll := func(h *harness, tasks []*scheduler.Task) {
+		createAll(b, h, tasks)
+		for _, t := range tasks {
+			_, err := h.s.Start(ctx, t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
+			require.NoError(b, err)
+		}
+	}
+	for _, p := range []pair{
+		{"SetTask", nil, func(h *harness, t *scheduler.Task) error {
+			res, err := h.s.Create(ctx, []*scheduler.Task{t})
+			if err == nil && res[0] != nil {
+				err = res[0]
+			}
+			return err
+		}, rawSet},
+		{"GetTask", func(h *harness, tasks []*scheduler.Task) { createAll(b, h, tasks) }, func(h *harness, t *scheduler.Task) error {
+			_, err := h.s.Get(ctx, t.ID)
+			return err
+		}, rawGet},
+		{"Start", func(h *harness, tasks []*scheduler.Task) { createAll(b, h, tasks) }, func(h *harness, t *scheduler.Task) error {
+			_, err := h.s.Start(ctx, t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
+			return err
+		}, rawSet},
+		{"Finish", startAll, func(h *harness, t *scheduler.Task) error {
+			_, err := h.s.Finish(ctx, t.ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateSucceeded, Now: time.Now()})
+			return err
+		}, rawSet},
+	} {
+		b.Run(p.name, func(b *testing.B) {
+			h := benchHarness(b)
+			tasks := smallTasks(b.N)
+			js := make([][]byte, b.N)
+			for i, t := range tasks {
+				js[i], _ = record(t)
+			}
+			if p.setup != nil {
+				p.setup(h, tasks)
+			}
+			if p.name == "GetTask" {
+				for i, t := range tasks {
+					require.NoError(b, rawSet(h, t, js[i]))
+				}
+			}
+			ds, dr := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if err := p.store(h, tasks[i]); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if err := p.raw(h, tasks[i], js[i]); err != nil {
+					b.Fatal(err)
+				}
+				ds, dr = append(ds, t1.Sub(t0)), append(dr, time.Since(t1))
+			}
+			b.StopTimer()
+			mean := func(d []time.Duration) float64 {
+				var sum time.Duration
+				for _, x := range d {
+					sum += x
+				}
+				return float64(sum.Nanoseconds()) / float64(len(d)) / 1e3
+			}
+			med := func(d []time.Duration) float64 {
+				slices.Sort(d)
+				return float64(d[len(d)/2].Nanoseconds()) / 1e3
+			}
+			ms, mr := mean(ds), mean(dr)
+			ps, pr := med(ds), med(dr)
+			b.ReportMetric(ps, "p50-µs")
+			b.ReportMetric(pr, "raw-p50-µs")
+			b.ReportMetric(ps/pr, "x-raw-p50")
+			b.ReportMetric(ms/mr, "x-raw-mean")
+		})
+	}
+}

@@ -1,0 +1,451 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// Every script receives the namespace ("{prefix}") as ARGV[1] and builds
+// its keys from it; KEYS[1] is always a key of the namespace, so a Cluster
+// client routes the call to the node owning the namespace's one hash slot.
+//
+// Scripts that change anything take a per-call operation token (ARGV[2])
+// and the replay window in milliseconds (ARGV[3]). They record the token
+// under {prefix}:op:<token> when they apply; a call that finds its token
+// already recorded is a retry of a call that already applied (go-redis
+// resends a command whose reply was lost) and changes nothing.
+//
+// A task record is the JSON object of scheduler.Task with its payload and
+// result members moved last (JSON member order is free; the Go decoder does
+// not care). Everything before them, the head, holds only strings and
+// integers, and since a JSON string cannot contain an unescaped quote, the
+// first `,"payload` or `,"result` in the record is where the tail starts.
+// Scripts decode the small head with cjson, change it, encode it again and
+// append the tail untouched: a payload or result is never decoded or
+// rewritten by a script, so it stays byte for byte what was stored.
+const luaCore = `
+local P = ARGV[1]
+local function tkey(id) return P .. ':t:' .. id end
+local function ikey(state, q, t) return P .. ':i:' .. state .. ':' .. q .. ':' .. t end
+local function opkey() return P .. ':op:' .. ARGV[2] end
+local function seen() return redis.call('GET', opkey()) end
+local function done(v) redis.call('SET', opkey(), v, 'PX', ARGV[3]) end
+-- claim records this call's token; false when it was recorded already.
+local function claim(v) return redis.call('SET', opkey(), v, 'NX', 'PX', ARGV[3]) end
+-- refuse forgets the token of a call that changed nothing and returns why.
+local function refuse(why)
+  redis.call('DEL', opkey())
+  return {why}
+end
+local STATES = {'pending', 'scheduled', 'running', 'retrying', 'succeeded', 'dead', 'canceled'}
+local TERMINAL = {succeeded = true, dead = true, canceled = true}
+`
+
+// luaRecord reads and writes task records.
+const luaRecord = `
+local WAITING = {pending = true, scheduled = true, retrying = true}
+local VALID = {pending = true, scheduled = true, running = true, retrying = true, succeeded = true, dead = true, canceled = true}
+local HEAD = {'id', 'type', 'queue', 'priority', 'state', 'attempt', 'max_retries', 'timeout', 'run_at',
+  'created_at', 'started_at', 'finished_at', 'last_error', 'worker_id', 'unique_key', 'schedule', 'tick'}
+local KNOWN = {}
+for _, k in ipairs(HEAD) do KNOWN[k] = true end
+local INT = {priority = true, attempt = true, max_retries = true}
+
+-- load reads and decodes the record of id: nil and 'notfound' or 'corrupt'
+-- when it cannot.
+local function load(id)
+  local s = redis.pcall('GET', tkey(id))
+  if type(s) == 'table' and s.err then return nil, 'corrupt' end
+  if not s then return nil, 'notfound' end
+  local cut = string.find(s, ',"payload', 1, true)
+  local cut2 = string.find(s, ',"result', 1, true)
+  if cut2 and (not cut or cut2 < cut) then cut = cut2 end
+  local head, tail = s, '}'
+  if cut then
+    head = string.sub(s, 1, cut - 1) .. '}'
+    tail = string.sub(s, cut)
+  end
+  local ok, v = pcall(cjson.decode, head)
+  if not ok or type(v) ~= 'table' or v.id ~= id or not VALID[v.state] or type(v.attempt) ~= 'number'
+    or type(v.queue) ~= 'string' or type(v.type) ~= 'string' or string.sub(tail, -1) ~= '}'
+    or type(v.priority) ~= 'number' or type(v.max_retries) ~= 'number' then
+    return nil, 'corrupt'
+  end
+  return {v = v, tail = tail, id = id, state = v.state, attempt = v.attempt, queue = v.queue, type = v.type}
+end
+
+-- set replaces head member k of r; '' removes it.
+local function set(r, k, x)
+  if x == '' then x = nil end
+  r.v[k] = x
+end
+
+-- save encodes the head in the order Task.MarshalJSON uses, then any
+-- member this script does not know (written by a newer version), and
+-- stores the record.
+local function save(r)
+  local parts = {}
+  for _, k in ipairs(HEAD) do
+    local x = r.v[k]
+    if x ~= nil then
+      if INT[k] then
+        parts[#parts + 1] = '"' .. k .. '":' .. string.format('%d', x)
+      else
+        parts[#parts + 1] = '"' .. k .. '":' .. cjson.encode(x)
+      end
+    end
+  end
+  for k, x in pairs(r.v) do
+    if not KNOWN[k] then parts[#parts + 1] = cjson.encode(k) .. ':' .. cjson.encode(x) end
+  end
+  local s = '{' .. table.concat(parts, ',') .. r.tail
+  redis.call('SET', tkey(r.id), s)
+  return s
+end
+
+-- move changes the state of r, moving its listing index entry with it.
+local function move(r, to)
+  if r.state ~= to then
+    redis.call('ZREM', ikey(r.state, r.queue, r.type), r.id)
+    redis.call('ZADD', ikey(to, r.queue, r.type), 0, r.id)
+  end
+  r.state = to
+  r.v.state = to
+end
+
+-- release frees the unique key of r if r still holds it.
+local function release(r)
+  local uk = r.v.unique_key
+  if type(uk) == 'string' and uk ~= '' then
+    local k = P .. ':u:' .. uk
+    if redis.call('GET', k) == r.id then redis.call('DEL', k) end
+  end
+end
+`
+
+// createScript: ARGV[4] = n, then per task: id, record, state, queue,
+// type, unique key, outbox score. A unique key is free when its holder is
+// gone or finished (in the finished index, which agrees with the records).
+// Replies {'ok'|'replay', holders}: holders is empty when every task was stored, else one
+// comma-separated entry per task, empty when stored, else the ID of the
+// task holding its ID or unique key. It is written without the prelude to
+// keep the hottest call lean.
+const createScript = `
+local P = ARGV[1]
+local op = P .. ':op:' .. ARGV[2]
+if not redis.call('SET', op, '', 'NX', 'PX', ARGV[3]) then return {'replay', redis.call('GET', op) or ''} end
+local n = tonumber(ARGV[4])
+local res, dup = {}, false
+for i = 0, n - 1 do
+  local b = 5 + i * 7
+  local id, js, uk = ARGV[b], ARGV[b + 1], ARGV[b + 5]
+  local holder, ukey = '', nil
+  if uk ~= '' then
+    ukey = P .. ':u:' .. uk
+    local h = redis.call('GET', ukey)
+    if h and h ~= id and redis.call('EXISTS', P .. ':t:' .. h) == 1 and not redis.call('ZSCORE', P .. ':d', h) then
+      holder = h
+    end
+  end
+  if holder == '' then
+    if redis.call('SET', P .. ':t:' .. id, js, 'NX') then
+      local q, ty = ARGV[b + 3], ARGV[b + 4]
+      if ukey then redis.call('SET', ukey, id) end
+      redis.call('ZADD', P .. ':i:' .. ARGV[b + 2] .. ':' .. q .. ':' .. ty, 0, id)
+      redis.call('SADD', P .. ':c', q .. ':' .. ty)
+      redis.call('ZADD', P .. ':o', ARGV[b + 6], id)
+    else
+      holder = id
+    end
+  end
+  if holder ~= '' then dup = true end
+  res[#res + 1] = holder
+end
+if not dup then return {'ok', ''} end
+local out = table.concat(res, ',')
+redis.call('SET', op, out, 'PX', ARGV[3])
+return {'ok', out}
+`
+
+// startScript: ARGV[4..8] = id, attempt, redelivered (0/1), worker ID,
+// now (RFC 3339).
+const startBody = `
+if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+local r, err = load(ARGV[4])
+if not r then return refuse(err) end
+if TERMINAL[r.state] then return refuse('finished') end
+local a = tonumber(ARGV[5])
+local ok = (WAITING[r.state] and r.attempt == a) or
+  (ARGV[6] == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt == a + 1)
+if not ok then return refuse('stale') end
+move(r, 'running')
+r.v.attempt = r.attempt + 1
+set(r, 'started_at', ARGV[8])
+set(r, 'worker_id', ARGV[7])
+redis.call('ZREM', P .. ':o', r.id)
+return {'ok', save(r)}
+`
+
+// finishScript: ARGV[4..12] = id, attempt, new state, error, result member
+// (`,"result":...` as Task.MarshalJSON writes it, or empty), run at, added
+// retries, now (RFC 3339), now score.
+const finishBody = `
+if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+local r, err = load(ARGV[4])
+if not r then return refuse(err) end
+if TERMINAL[r.state] then return refuse('finished') end
+if r.state ~= 'running' or r.attempt ~= tonumber(ARGV[5]) then return refuse('stale') end
+local to = ARGV[6]
+move(r, to)
+if ARGV[7] ~= '' then set(r, 'last_error', ARGV[7]) end
+if ARGV[8] ~= '' then r.tail = string.sub(r.tail, 1, -2) .. ARGV[8] .. '}' end
+if ARGV[9] ~= '' then set(r, 'run_at', ARGV[9]) end
+local add = tonumber(ARGV[10])
+if add > 0 then r.v.max_retries = (tonumber(r.v.max_retries) or 0) + add end
+if TERMINAL[to] then
+  set(r, 'finished_at', ARGV[11])
+  redis.call('ZADD', P .. ':d', ARGV[12], r.id)
+  release(r)
+elseif to == 'retrying' or to == 'scheduled' then
+  redis.call('ZADD', P .. ':o', ARGV[12], r.id)
+end
+return {'ok', save(r)}
+`
+
+// cancelScript: ARGV[4..9] = id, reason, only unstarted (0/1), now (RFC
+// 3339), now score, cancel request TTL in ms.
+const cancelBody = `
+if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+local r, err = load(ARGV[4])
+if not r then return refuse(err) end
+if TERMINAL[r.state] then return refuse('finished') end
+if ARGV[6] == '1' and not (r.attempt == 0 and (r.state == 'pending' or r.state == 'scheduled')) then
+  return refuse('stale')
+end
+local was = r.state
+move(r, 'canceled')
+if ARGV[5] ~= '' then set(r, 'last_error', ARGV[5]) end
+set(r, 'finished_at', ARGV[7])
+if was == 'running' then
+  local w = r.v.worker_id
+  if type(w) == 'string' and w ~= '' then
+    local k = P .. ':wc:' .. w
+    redis.call('SADD', k, r.id)
+    redis.call('PEXPIRE', k, ARGV[9])
+  end
+end
+redis.call('ZREM', P .. ':o', r.id)
+redis.call('ZADD', P .. ':d', ARGV[8], r.id)
+release(r)
+return {'ok', save(r)}
+`
+
+// retryScript: ARGV[4..5] = id, now score.
+const retryBody = `
+if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+local r, err = load(ARGV[4])
+if not r then return refuse(err) end
+if r.state ~= 'dead' and r.state ~= 'canceled' then return refuse('notretryable') end
+move(r, 'pending')
+r.v.max_retries = (tonumber(r.v.max_retries) or 0) + r.attempt
+set(r, 'finished_at', nil)
+redis.call('ZREM', P .. ':d', r.id)
+redis.call('ZADD', P .. ':o', ARGV[5], r.id)
+return {'ok', save(r)}
+`
+
+// purgeScript: ARGV[4..5] = exclusive upper finish score, limit. Replies
+// {'ok'|'replay', deleted count, IDs of corrupt records deleted...}.
+const purgeBody = `
+local prev = seen()
+if prev then return {'replay', tonumber(prev)} end
+local dkey = P .. ':d'
+local ids = redis.call('ZRANGEBYSCORE', dkey, '-inf', '(' .. ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
+local n, combos, corrupt = 0, {}, {}
+local function unindex(id)
+  redis.call('ZREM', dkey, id)
+  redis.call('ZREM', P .. ':o', id)
+end
+for _, id in ipairs(ids) do
+  local r, err = load(id)
+  if r and TERMINAL[r.state] then
+    redis.call('DEL', tkey(id))
+    redis.call('ZREM', ikey(r.state, r.queue, r.type), id)
+    unindex(id)
+    release(r)
+    combos[r.queue .. ':' .. r.type] = true
+    n = n + 1
+  elseif r or err == 'notfound' then
+    redis.call('ZREM', dkey, id)
+  else
+    for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
+      for _, st in ipairs(STATES) do redis.call('ZREM', P .. ':i:' .. st .. ':' .. c, id) end
+      combos[c] = true
+    end
+    redis.call('DEL', tkey(id))
+    unindex(id)
+    corrupt[#corrupt + 1] = id
+    n = n + 1
+  end
+end
+for c in pairs(combos) do
+  local empty = true
+  for _, st in ipairs(STATES) do
+    if redis.call('EXISTS', P .. ':i:' .. st .. ':' .. c) == 1 then empty = false break end
+  end
+  if empty then redis.call('SREM', P .. ':c', c) end
+end
+done(tostring(n))
+local out = {'ok', n}
+for _, id in ipairs(corrupt) do out[#out + 1] = id end
+return out
+`
+
+// heartbeatScript: ARGV[4..6] = worker ID, worker JSON, TTL in ms.
+// Replies {'ok'|'replay', comma-separated canceled task IDs}.
+const heartbeatBody = `
+local prev = seen()
+if prev then return {'replay', prev} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[6])
+redis.call('SET', P .. ':w:' .. ARGV[4], ARGV[5], 'PX', ttl)
+redis.call('ZADD', P .. ':ws', now + ttl, ARGV[4])
+redis.call('ZREMRANGEBYSCORE', P .. ':ws', '-inf', '(' .. now)
+local k = P .. ':wc:' .. ARGV[4]
+local ids = redis.call('SMEMBERS', k)
+redis.call('DEL', k)
+local out = table.concat(ids, ',')
+done(out)
+return {'ok', out}
+`
+
+// removeWorkerScript: ARGV[2] = worker ID. Idempotent by nature.
+const removeWorkerBody = `
+redis.call('DEL', P .. ':w:' .. ARGV[2], P .. ':wc:' .. ARGV[2])
+redis.call('ZREM', P .. ':ws', ARGV[2])
+return 1
+`
+
+// workersScript replies {id, JSON, ...} for every worker whose heartbeat
+// has not expired.
+const workersBody = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. ':ws', '(' .. now, '+inf')) do
+  local v = redis.call('GET', P .. ':w:' .. w)
+  if v then
+    out[#out + 1] = w
+    out[#out + 1] = v
+  end
+end
+return out
+`
+
+// claimScript: KEYS[1] = claim key, ARGV[1] = this call's token, ARGV[2]
+// = TTL in ms. A retried call finds its own token and still wins.
+const claimScript = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+`
+
+// listScript: ARGV[2..6] = state, queue, type filters (empty: any), cursor
+// ID (empty: first page), page size n. Replies {more (0/1), id, record,
+// id, record, ...} with at most n tasks, newest (greatest ID) first. The
+// candidate index sets are merged here: each is already ordered, so a
+// k-way merge with a bytewise comparison (Lua's own string comparison
+// follows the server's locale) picks the page.
+const listBody = `
+local fs, fq, ft, cursor, n = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local states = STATES
+if fs ~= '' then states = {fs} end
+local max = '+'
+if cursor ~= '' then max = '(' .. cursor end
+local lists, pos = {}, {}
+for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
+  local q, t = string.match(c, '^([^:]*):(.*)$')
+  if q and (fq == '' or q == fq) and (ft == '' or t == ft) then
+    for _, st in ipairs(states) do
+      local ids = redis.call('ZREVRANGEBYLEX', P .. ':i:' .. st .. ':' .. c, max, '-', 'LIMIT', 0, n + 1)
+      if #ids > 0 then
+        lists[#lists + 1] = ids
+        pos[#lists] = 1
+      end
+    end
+  end
+end
+local function less(a, b)
+  if a == b then return false end
+  local m = math.min(#a, #b)
+  for i = 1, m do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local picked = {}
+while #picked <= n do
+  local best, bid = nil, nil
+  for li = 1, #lists do
+    local id = lists[li][pos[li]]
+    if id and (bid == nil or less(bid, id)) then best, bid = li, id end
+  end
+  if not best then break end
+  picked[#picked + 1] = bid
+  pos[best] = pos[best] + 1
+end
+local out = {0}
+if #picked > n then out[1] = 1 end
+for i = 1, math.min(n, #picked) do
+  out[#out + 1] = picked[i]
+  out[#out + 1] = redis.call('GET', tkey(picked[i])) or ''
+end
+return out
+`
+
+// countsScript replies {state, count, state, count, ...}.
+const countsBody = `
+local counts = {}
+for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
+  for _, st in ipairs(STATES) do
+    counts[st] = (counts[st] or 0) + redis.call('ZCARD', P .. ':i:' .. st .. ':' .. c)
+  end
+end
+local out = {}
+for _, st in ipairs(STATES) do
+  if counts[st] and counts[st] > 0 then
+    out[#out + 1] = st
+    out[#out + 1] = counts[st]
+  end
+end
+return out
+`
+
+// outboxScript: ARGV[2..3] = exclusive upper score, limit. Replies {id,
+// record, ...} in outbox order.
+const outboxBody = `
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':o', '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local s = redis.call('GET', tkey(id))
+  if s then
+    out[#out + 1] = id
+    out[#out + 1] = s
+  end
+end
+return out
+`
+
+var (
+	createLua          = redis.NewScript(createScript)
+	startScript        = redis.NewScript(luaCore + luaRecord + startBody)
+	finishScript       = redis.NewScript(luaCore + luaRecord + finishBody)
+	cancelScript       = redis.NewScript(luaCore + luaRecord + cancelBody)
+	retryScript        = redis.NewScript(luaCore + luaRecord + retryBody)
+	purgeScript        = redis.NewScript(luaCore + luaRecord + purgeBody)
+	heartbeatScript    = redis.NewScript(luaCore + heartbeatBody)
+	removeWorkerScript = redis.NewScript(luaCore + removeWorkerBody)
+	workersScript      = redis.NewScript(luaCore + workersBody)
+	claimLua           = redis.NewScript(claimScript)
+	listScript         = redis.NewScript(luaCore + listBody)
+	countsScript       = redis.NewScript(luaCore + countsBody)
+	outboxScript       = redis.NewScript(luaCore + outboxBody)
+)
