@@ -3,6 +3,7 @@
 // running demo tasks in the same process.
 //
 //	go run ./examples/httpmount            # memory backends, http://127.0.0.1:8080/scheduler/
+//	go run ./examples/httpmount -redis 127.0.0.1:6379 -amqp amqp://guest:guest@127.0.0.1:5672/
 //	go run ./examples/httpmount -h         # the flags
 //
 // Then, for instance:
@@ -77,6 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	redisAddr := fs.String("redis", "", "Redis address (host:port) for the task store; default: in memory")
 	amqpURL := fs.String("amqp", "", "RabbitMQ URL (amqp://user:pass@host:5672/) for the broker; default: in memory")
+	namespace := fs.String("namespace", "httpmount", "prefix of the Redis keys and RabbitMQ queues")
 	token := fs.String("token", "", "require this bearer token on the API (also $SCHEDULER_TOKEN)")
 	concurrency := fs.Int("concurrency", 4, "tasks the in-process worker runs at once")
 	debug := fs.Bool("debug", false, "log at debug level: every request, every task start and finish")
@@ -100,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := openBackends(ctx, *redisAddr, *amqpURL, logger)
+	b, err := openBackends(ctx, *redisAddr, *amqpURL, *namespace, logger)
 	if err != nil {
 		return err
 	}

@@ -3,14 +3,20 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -143,12 +149,106 @@ func TestToken(t *testing.T) {
 }
 
 func TestFlags(t *testing.T) {
-	for _, args := range [][]string{{"-redis", "127.0.0.1:6379"}, {"-amqp", "amqp://guest:guest@127.0.0.1:5672/"}} {
-		err := run(context.Background(), args, io.Discard, io.Discard)
-		require.ErrorIs(t, err, errNotInBuild, args)
-	}
 	require.Error(t, run(context.Background(), []string{"-nope"}, io.Discard, io.Discard))
 	require.Error(t, run(context.Background(), []string{"extra"}, io.Discard, io.Discard))
 	require.ErrorIs(t, run(context.Background(), []string{"-h"}, io.Discard, io.Discard), flag.ErrHelp)
 	require.Error(t, run(context.Background(), []string{"-addr", "256.0.0.1:1"}, io.Discard, io.Discard))
+	// Nothing listens on port 1: both fail at once, naming the flag.
+	err := run(context.Background(), []string{"-redis", "127.0.0.1:1"}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "-redis 127.0.0.1:1")
+	err = run(context.Background(), []string{"-amqp", "amqp://guest:guest@127.0.0.1:1/"}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "-amqp")
+}
+
+// TestOnRedisAndRabbitMQ runs the demo tasks on the real backends, under a
+// namespace of its own that it deletes afterwards.
+func TestOnRedisAndRabbitMQ(t *testing.T) {
+	redisAddr, amqpURL := os.Getenv("SCHEDULER_TEST_REDIS_ADDR"), os.Getenv("SCHEDULER_TEST_AMQP_URL")
+	if redisAddr == "" || amqpURL == "" {
+		t.Skip("SCHEDULER_TEST_REDIS_ADDR and SCHEDULER_TEST_AMQP_URL are not both set: skipping the example on Redis and RabbitMQ")
+	}
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	ns := "httpmount-test-" + hex.EncodeToString(r[:])
+	t.Cleanup(func() { deleteNamespace(t, redisAddr, amqpURL, ns) })
+
+	api, stop := start(t, "-redis", redisAddr, "-amqp", amqpURL, "-namespace", ns)
+	code, body := call(t, http.MethodGet, api+"healthz", "")
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	ids := map[string]string{}
+	for typ, body := range map[string]string{
+		"demo.sleep": `{"type":"demo.sleep","payload":{"ms":20}}`,
+		"demo.flaky": `{"type":"demo.flaky","payload":{"fail_first":1}}`,
+		"demo.panic": `{"type":"demo.panic","max_retries":0}`,
+	} {
+		code, b := call(t, http.MethodPost, api+"submit", body)
+		require.Equal(t, http.StatusAccepted, code, "%s", b)
+		var task scheduler.Task
+		require.NoError(t, json.Unmarshal(b, &task))
+		ids[typ] = task.ID
+	}
+	want := map[string]scheduler.State{"demo.sleep": scheduler.StateSucceeded, "demo.flaky": scheduler.StateSucceeded, "demo.panic": scheduler.StateDead}
+	for typ, id := range ids {
+		require.Eventually(t, func() bool {
+			code, b := call(t, http.MethodGet, api+"status/"+id, "")
+			var task scheduler.Task
+			return code == http.StatusOK && json.Unmarshal(b, &task) == nil && task.State == want[typ]
+		}, wait, 10*time.Millisecond, typ)
+	}
+	code, body = call(t, http.MethodGet, api+"metrics", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, string(body), "scheduler_broker_reconnects_total 0", "the RabbitMQ broker's reconnects are reported")
+	require.Contains(t, string(body), `scheduler_tasks{state="succeeded"} 2`)
+	require.NoError(t, stop())
+}
+
+// deleteNamespace removes the Redis keys and the RabbitMQ queues and
+// exchanges of namespace ns (the broker's topology for the default queue).
+func deleteNamespace(t *testing.T, redisAddr, amqpURL, ns string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	iter := rdb.Scan(ctx, 0, `\{`+ns+`\}:*`, 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Logf("cleanup: scan: %v", err)
+	}
+	if len(keys) > 0 {
+		if err := rdb.Unlink(ctx, keys...).Err(); err != nil {
+			t.Logf("cleanup: unlink: %v", err)
+		}
+	}
+
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		t.Logf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close()
+	queues := []string{ns + ":q:default", ns + ":dead:default"}
+	exchanges := []string{ns + ":deliver"}
+	for k := range 22 {
+		queues = append(queues, fmt.Sprintf("%s:wait:%d", ns, k))
+		exchanges = append(exchanges, fmt.Sprintf("%s:delay:%d", ns, k))
+	}
+	for _, name := range append(queues, exchanges...) {
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Logf("cleanup: %v", err)
+			return
+		}
+		if strings.Contains(name, ":delay:") || strings.HasSuffix(name, ":deliver") {
+			err = ch.ExchangeDelete(name, false, false)
+		} else {
+			_, err = ch.QueueDelete(name, false, false, false)
+		}
+		if err != nil {
+			t.Logf("cleanup: delete %s: %v", name, err)
+		}
+		_ = ch.Close()
+	}
 }
