@@ -96,11 +96,12 @@ type Delivery interface {
 // durations (TTLs) are measured by the store. All methods are safe for
 // concurrent use, including from many processes sharing one backend.
 //
-// A task "in the outbox" has a state change that still needs a broker
-// message (it was created, or is due for a retry) and whose publish is not
-// confirmed yet; workers republish outbox entries that stay too long, so a
-// crash between a store write and its publish delays a task but never loses
-// it.
+// A task "in the outbox" needs a broker message that is not known to have
+// arrived: it was created or is due for a retry, and its message is not
+// confirmed yet (or is delayed and its task has not started). Workers
+// republish outbox entries that stay overdue, so a crash between a store
+// write and its publish, or a delayed message lost by the broker, delays a
+// task but never loses it.
 type Store interface {
 	// Create stores new tasks (state pending or scheduled, attempt 0) and
 	// puts them in the outbox. Every task is validated first; if any is
@@ -117,19 +118,22 @@ type Store interface {
 	Get(ctx context.Context, id string) (*Task, error)
 	// Start moves a task to running for the delivery of a message, and
 	// returns the task as it is now. It succeeds when the task waits
-	// (pending, scheduled or retrying) with Attempt == p.Attempt, or, for a
-	// redelivered message, when the task is running or pending with
-	// Attempt == p.Attempt+1 (its previous worker lost the message, so the
-	// new one takes over). Attempt then grows by one, which fences the
-	// previous holder out, and the task leaves the outbox (its message
-	// evidently arrived). Otherwise it fails with ErrTaskFinished (terminal)
-	// or ErrStaleAttempt (the message is a stale or duplicate one).
+	// (pending, scheduled or retrying) with Attempt == p.Attempt; the store
+	// then remembers p.Attempt as the attempt of the message driving the
+	// task. For a redelivered message it also succeeds when the task is
+	// running or pending (handed back) and p.Attempt is the attempt of the
+	// message that drives it: the previous holder lost that message, so the
+	// new one takes over (however many times that happens). Attempt then
+	// grows by one, which fences the previous holder out, and the task
+	// leaves the outbox (its message evidently arrived). Otherwise Start
+	// fails with ErrTaskFinished (terminal) or ErrStaleAttempt (the message
+	// is a stale or duplicate one).
 	Start(ctx context.Context, id string, p StartParams) (*Task, error)
 	// Finish records the outcome of a running attempt. It succeeds only
 	// while the task is running with Attempt == p.Attempt; otherwise it
 	// fails with ErrTaskFinished or ErrStaleAttempt and changes nothing.
-	// Moving to retrying or scheduled puts the task in the outbox; moving to
-	// a terminal state releases its unique key.
+	// Moving to retrying or scheduled puts the task in the outbox, due at
+	// p.RunAt; moving to a terminal state releases its unique key.
 	Finish(ctx context.Context, id string, p FinishParams) (*Task, error)
 	// Cancel moves a task in any non-terminal state to canceled, releases
 	// its unique key and takes it out of the outbox. A running task's
@@ -140,15 +144,20 @@ type Store interface {
 	Cancel(ctx context.Context, id string, p CancelParams) (*Task, error)
 	// Retry moves a dead or canceled task back to pending with a fresh
 	// retry budget (MaxRetries grows by the attempts already made) and puts
-	// it in the outbox. Other states give ErrNotRetryable. The unique key is
-	// not taken again.
+	// it in the outbox, due now. Other states give ErrNotRetryable. The
+	// unique key is not taken again.
 	Retry(ctx context.Context, id string, now time.Time) (*Task, error)
-	// Outbox returns up to limit tasks that entered the outbox before
-	// `before` and are still in it.
+	// Outbox returns up to limit tasks of the outbox that were due (RunAt
+	// of a created or retrying task, the time of a Retry) before `before`,
+	// earliest first.
 	Outbox(ctx context.Context, before time.Time, limit int) ([]*Task, error)
-	// Published takes ids out of the outbox: their message is confirmed.
-	// Unknown ids are ignored.
-	Published(ctx context.Context, ids ...string) error
+	// Published takes the tasks of confirmed, undelayed msgs out of the
+	// outbox: each only while the task still waits at the message's
+	// Attempt, so a late confirmation never removes the entry of a later
+	// attempt. Unknown tasks are ignored. (A delayed message stays in the
+	// outbox until its task starts: if the broker loses it, the sweep
+	// publishes the task again once it is overdue.)
+	Published(ctx context.Context, msgs ...Message) error
 	// List returns tasks matching f, newest first, one page at a time.
 	List(ctx context.Context, f ListFilter) (Page, error)
 	// Counts returns the number of stored tasks in each state; states with
@@ -197,8 +206,7 @@ type FinishParams struct {
 	// AddRetries grows MaxRetries (a snoozed attempt does not use up the
 	// retry budget).
 	AddRetries int
-	// Now becomes FinishedAt for terminal states and the outbox time for
-	// retrying and scheduled.
+	// Now becomes FinishedAt for terminal states.
 	Now time.Time
 }
 

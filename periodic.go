@@ -602,7 +602,7 @@ func (s *Scheduler) submitTicks(ctx context.Context, due []*firing, now time.Tim
 	}
 	out := make([]*Task, len(created))
 	for i, f := range created {
-		s.published.add(f.task.ID)
+		s.confirmed(msgs[i])
 		s.log.Debug("periodic tick submitted", zap.String("schedule", f.e.name), zap.Time("tick", f.tick), zap.String("task_id", f.task.ID))
 		out[i] = f.task
 	}

@@ -25,7 +25,7 @@ type Scheduler struct {
 	log    *zap.Logger
 	now    func() time.Time
 
-	published *idBatcher // takes confirmed tasks out of the outbox
+	published *batcher // takes tasks of confirmed messages out of the outbox
 
 	closed  atomic.Bool
 	mu      sync.Mutex
@@ -61,8 +61,8 @@ func New(broker Broker, store Store, opts ...Option) (*Scheduler, error) {
 		now:     time.Now,
 		workers: make(map[string]*Worker),
 	}
-	s.published = newIDBatcher(func(ctx context.Context, ids []string) error {
-		return store.Published(ctx, ids...)
+	s.published = newBatcher(func(ctx context.Context, msgs []Message) error {
+		return store.Published(ctx, msgs...)
 	}, s.log)
 	return s, nil
 }
@@ -216,9 +216,9 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 	if perr := s.broker.Publish(ctx, msgs...); perr != nil {
 		s.abort(ctx, tasks, created, res, perr)
 	}
-	for _, i := range created {
+	for j, i := range created {
 		if res[i].Err == nil {
-			s.published.add(tasks[i].ID)
+			s.confirmed(msgs[j])
 			if ce := s.log.Check(zap.DebugLevel, "task submitted"); ce != nil {
 				ce.Write(taskFields(tasks[i])...)
 			}
@@ -248,6 +248,15 @@ func (s *Scheduler) abort(ctx context.Context, tasks []*Task, created []int, res
 				zap.String("task_id", id), zap.NamedError("publish_error", perr), zap.Error(err))
 			res[i].Err = fmt.Errorf("scheduler: publish: %w (task %s stays stored and is published by the next sweep)", perr, id)
 		}
+	}
+}
+
+// confirmed notes that the broker confirmed m. An undelayed message's task
+// leaves the outbox (in a batch, off the caller's path); a delayed one
+// stays there until its task starts, in case the broker loses it.
+func (s *Scheduler) confirmed(m Message) {
+	if m.Delay == 0 {
+		s.published.add(m)
 	}
 }
 
@@ -306,10 +315,11 @@ func (s *Scheduler) Retry(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.broker.Publish(ctx, messageFor(t, now)); err != nil {
+	m := messageFor(t, now)
+	if err := s.broker.Publish(ctx, m); err != nil {
 		return fmt.Errorf("scheduler: task %s is pending again but its publish failed (the next sweep publishes it): %w", id, err)
 	}
-	s.published.add(id)
+	s.confirmed(m)
 	s.log.Info("task retried by request", taskFields(t)...)
 	s.emit(Event{Kind: EventRetried, Task: t, Time: now})
 	return nil
@@ -399,13 +409,13 @@ func (s *Scheduler) unregister(w *Worker) {
 	delete(s.workers, w.cfg.id)
 }
 
-// idBatcher collects task IDs and hands them to flush in batches, from one
-// background goroutine: after maxBatch IDs or flushEvery, whichever comes
-// first.
-type idBatcher struct {
-	flush func(context.Context, []string) error
+// batcher collects confirmed messages and hands them to flush in batches,
+// from one background goroutine: after maxBatch messages or flushEvery,
+// whichever comes first.
+type batcher struct {
+	flush func(context.Context, []Message) error
 	log   *zap.Logger
-	in    chan string
+	in    chan Message
 	stop  chan struct{}
 	done  chan struct{}
 }
@@ -415,28 +425,28 @@ const (
 	flushEvery = 20 * time.Millisecond
 )
 
-func newIDBatcher(flush func(context.Context, []string) error, log *zap.Logger) *idBatcher {
-	b := &idBatcher{flush: flush, log: log, in: make(chan string, 4*maxBatch), stop: make(chan struct{}), done: make(chan struct{})}
+func newBatcher(flush func(context.Context, []Message) error, log *zap.Logger) *batcher {
+	b := &batcher{flush: flush, log: log, in: make(chan Message, 4*maxBatch), stop: make(chan struct{}), done: make(chan struct{})}
 	go b.run()
 	return b
 }
 
-// add queues id; after close it is dropped (the sweep deals with it).
-func (b *idBatcher) add(id string) {
+// add queues m; after close it is dropped (the sweep deals with its task).
+func (b *batcher) add(m Message) {
 	select {
-	case b.in <- id:
+	case b.in <- m:
 	case <-b.stop:
 	}
 }
 
-func (b *idBatcher) close() {
+func (b *batcher) close() {
 	close(b.stop)
 	<-b.done
 }
 
-func (b *idBatcher) run() {
+func (b *batcher) run() {
 	defer close(b.done)
-	var batch []string
+	var batch []Message
 	timer := time.NewTimer(flushEvery)
 	timer.Stop()
 	send := func() {
@@ -452,11 +462,11 @@ func (b *idBatcher) run() {
 	}
 	for {
 		select {
-		case id := <-b.in:
+		case m := <-b.in:
 			if len(batch) == 0 {
 				timer.Reset(flushEvery)
 			}
-			batch = append(batch, id)
+			batch = append(batch, m)
 			if len(batch) >= maxBatch {
 				timer.Stop()
 				send()
@@ -467,8 +477,8 @@ func (b *idBatcher) run() {
 			timer.Stop()
 			for {
 				select {
-				case id := <-b.in:
-					batch = append(batch, id)
+				case m := <-b.in:
+					batch = append(batch, m)
 				default:
 					send()
 					return

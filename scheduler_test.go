@@ -759,3 +759,36 @@ func TestObserverSeesDeadAndCanceled(t *testing.T) {
 		}
 	}
 }
+
+// lossyBroker confirms delayed messages and drops them, as a broker node
+// crashing mid dead-letter hop would.
+type lossyBroker struct{ scheduler.Broker }
+
+func (l lossyBroker) Publish(ctx context.Context, msgs ...scheduler.Message) error {
+	var kept []scheduler.Message
+	for _, m := range msgs {
+		if m.Delay == 0 {
+			kept = append(kept, m)
+		}
+	}
+	return l.Broker.Publish(ctx, kept...)
+}
+
+func TestLostDelayedMessageIsRepublished(t *testing.T) {
+	t.Parallel()
+	b, s := membroker.New(), memstore.New()
+	defer b.Close()
+	sched, err := scheduler.New(lossyBroker{b}, s, scheduler.WithSweepInterval(20*time.Millisecond), scheduler.WithRetryPolicy(fastRetry))
+	require.NoError(t, err)
+	defer sched.Close()
+	var runs atomic.Int32
+	startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": func(context.Context, *scheduler.Task) error {
+		if runs.Add(1) == 1 {
+			return errors.New("first attempt fails; its delayed retry is lost")
+		}
+		return nil
+	}})
+	delayed := submit(t, sched, "job", "", scheduler.WithDelay(30*time.Millisecond))
+	got := waitState(t, sched, delayed, scheduler.StateSucceeded)
+	require.Equal(t, 2, got.Attempt, "the lost delayed message and the lost retry were both republished once overdue")
+}

@@ -438,10 +438,11 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 			w.s.emit(ev)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := w.s.broker.Publish(ctx, messageFor(done, now)); err != nil {
+		next := messageFor(done, now)
+		if err := w.s.broker.Publish(ctx, next); err != nil {
 			log.log(zap.ErrorLevel, "publishing the next attempt failed; the sweep publishes it", zap.Error(err))
 		} else {
-			w.s.published.add(t.ID)
+			w.s.confirmed(next)
 		}
 		cancel()
 		w.settle(d, log, d.Ack)
@@ -579,19 +580,18 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 	}
 }
 
-// sweep republishes outbox tasks unconfirmed for three sweep intervals and
-// purges tasks finished longer ago than the retention.
+// sweep republishes the outbox tasks overdue by three sweep intervals (a
+// crash between store write and publish, or a delayed message the broker
+// lost) and purges tasks finished longer ago than the retention.
 func (s *Scheduler) sweep(ctx context.Context, now time.Time) error {
-	const batch = 500
-	for {
+	const batch, maxBatches = 500, 20
+	for range maxBatches {
 		due, err := s.store.Outbox(ctx, now.Add(-3*s.cfg.sweepInterval), batch)
 		if err != nil {
 			return fmt.Errorf("outbox: %w", err)
 		}
-		var msgs []Message
-		ids := make([]string, 0, len(due))
+		msgs := make([]Message, 0, len(due))
 		for _, t := range due {
-			ids = append(ids, t.ID)
 			if t.State.Waiting() {
 				msgs = append(msgs, messageFor(t, now))
 			}
@@ -600,14 +600,12 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) error {
 			if err := s.broker.Publish(ctx, msgs...); err != nil {
 				return fmt.Errorf("republish: %w", err)
 			}
-			s.log.Info("republished tasks whose message was not confirmed", zap.Int("tasks", len(msgs)))
-		}
-		if len(ids) > 0 {
-			if err := s.store.Published(ctx, ids...); err != nil {
+			s.log.Info("republished overdue tasks whose message may be lost", zap.Int("tasks", len(msgs)))
+			if err := s.store.Published(ctx, msgs...); err != nil {
 				return fmt.Errorf("outbox: %w", err)
 			}
 		}
-		if len(due) < batch {
+		if len(due) < batch || len(msgs) == 0 {
 			break
 		}
 	}

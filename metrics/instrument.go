@@ -169,8 +169,8 @@ func (s *store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 	return ts, err
 }
 
-func (s *store) Published(ctx context.Context, ids ...string) error {
-	err := s.s.Published(ctx, ids...)
+func (s *store) Published(ctx context.Context, msgs ...scheduler.Message) error {
+	err := s.s.Published(ctx, msgs...)
 	count(s.errs, "published", err)
 	return err
 }

@@ -24,8 +24,9 @@ import (
 type Store struct {
 	mu       sync.Mutex
 	tasks    map[string]*scheduler.Task
+	driving  map[string]int       // id -> attempt of the message driving the task (see Start)
 	unique   map[string]string    // unique key -> id of the unfinished task holding it
-	outbox   map[string]time.Time // id -> when it entered the outbox
+	outbox   map[string]time.Time // id -> when it is due
 	finished []finished           // terminal tasks in the order they finished, for Purge
 	counts   map[scheduler.State]int64
 	workers  map[string]worker
@@ -50,6 +51,7 @@ var _ scheduler.Store = (*Store)(nil)
 func New() *Store {
 	return &Store{
 		tasks:   make(map[string]*scheduler.Task),
+		driving: make(map[string]int),
 		unique:  make(map[string]string),
 		outbox:  make(map[string]time.Time),
 		counts:  make(map[scheduler.State]int64),
@@ -88,7 +90,7 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 		c := *t // the payload is shared: Create's caller hands it over
 		s.tasks[c.ID] = &c
 		s.counts[c.State]++
-		s.outbox[c.ID] = c.CreatedAt
+		s.outbox[c.ID] = c.RunAt
 	}
 	return errs, nil
 }
@@ -148,11 +150,13 @@ func (s *Store) Start(ctx context.Context, id string, p scheduler.StartParams) (
 		return nil, fmt.Errorf("%w: %s is %s", scheduler.ErrTaskFinished, id, t.State)
 	}
 	fresh := t.State.Waiting() && t.Attempt == p.Attempt
-	takeover := p.Redelivered && (t.State == scheduler.StateRunning || t.State == scheduler.StatePending) && t.Attempt == p.Attempt+1
+	takeover := p.Redelivered && (t.State == scheduler.StateRunning || t.State == scheduler.StatePending) &&
+		t.Attempt > p.Attempt && s.driving[id] == p.Attempt
 	if !fresh && !takeover {
 		return nil, fmt.Errorf("%w: %s is %s at attempt %d, message for attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
 	}
 	s.setState(t, scheduler.StateRunning)
+	s.driving[id] = p.Attempt
 	t.Attempt++
 	t.StartedAt = p.Now
 	t.WorkerID = p.WorkerID
@@ -194,7 +198,7 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 		t.FinishedAt = p.Now
 	case scheduler.StateRetrying, scheduler.StateScheduled:
 		t.RunAt = p.RunAt
-		s.outbox[id] = p.Now
+		s.outbox[id] = p.RunAt
 	}
 	s.setState(t, p.State)
 	return t.Clone(), nil
@@ -277,14 +281,16 @@ func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 }
 
 // Published implements scheduler.Store.
-func (s *Store) Published(ctx context.Context, ids ...string) error {
+func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, id := range ids {
-		delete(s.outbox, id)
+	for _, m := range msgs {
+		if t, ok := s.tasks[m.TaskID]; ok && t.State.Waiting() && t.Attempt == m.Attempt {
+			delete(s.outbox, m.TaskID)
+		}
 	}
 	return nil
 }
@@ -356,6 +362,7 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 			continue // retried since, or already purged: a stale entry
 		}
 		delete(s.tasks, e.id)
+		delete(s.driving, e.id)
 		s.counts[t.State]--
 		n++
 	}

@@ -43,10 +43,10 @@ const luaRecord = `
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local VALID = {pending = true, scheduled = true, running = true, retrying = true, succeeded = true, dead = true, canceled = true}
 local HEAD = {'id', 'type', 'queue', 'priority', 'state', 'attempt', 'max_retries', 'timeout', 'run_at',
-  'created_at', 'started_at', 'finished_at', 'last_error', 'worker_id', 'unique_key', 'schedule', 'tick'}
+  'created_at', 'started_at', 'finished_at', 'last_error', 'worker_id', 'unique_key', 'schedule', 'tick', 'msg_attempt'}
 local KNOWN = {}
 for _, k in ipairs(HEAD) do KNOWN[k] = true end
-local INT = {priority = true, attempt = true, max_retries = true}
+local INT = {priority = true, attempt = true, max_retries = true, msg_attempt = true}
 
 -- load reads and decodes the record of id: nil and 'notfound' or 'corrupt'
 -- when it cannot.
@@ -165,17 +165,22 @@ return {'ok', out}
 `
 
 // startScript: ARGV[4..8] = id, attempt, redelivered (0/1), worker ID,
-// now (RFC 3339).
+// now (RFC 3339). The record's msg_attempt member (not part of
+// scheduler.Task) is the attempt of the message driving the task: set by a
+// fresh start, it lets a redelivery of that message, and only of that
+// message, take the task over any number of times.
 const startBody = `
 if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
 local r, err = load(ARGV[4])
 if not r then return refuse(err) end
 if TERMINAL[r.state] then return refuse('finished') end
 local a = tonumber(ARGV[5])
-local ok = (WAITING[r.state] and r.attempt == a) or
-  (ARGV[6] == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt == a + 1)
-if not ok then return refuse('stale') end
+local fresh = WAITING[r.state] and r.attempt == a
+local takeover = ARGV[6] == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt > a
+  and tonumber(r.v.msg_attempt) == a
+if not fresh and not takeover then return refuse('stale') end
 move(r, 'running')
+r.v.msg_attempt = a
 r.v.attempt = r.attempt + 1
 set(r, 'started_at', ARGV[8])
 set(r, 'worker_id', ARGV[7])
@@ -183,9 +188,9 @@ redis.call('ZREM', P .. ':o', r.id)
 return {'ok', save(r)}
 `
 
-// finishScript: ARGV[4..12] = id, attempt, new state, error, result member
+// finishScript: ARGV[4..13] = id, attempt, new state, error, result member
 // (`,"result":...` as Task.MarshalJSON writes it, or empty), run at, added
-// retries, now (RFC 3339), now score.
+// retries, now (RFC 3339), now score, run at score.
 const finishBody = `
 if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
 local r, err = load(ARGV[4])
@@ -204,7 +209,7 @@ if TERMINAL[to] then
   redis.call('ZADD', P .. ':d', ARGV[12], r.id)
   release(r)
 elseif to == 'retrying' or to == 'scheduled' then
-  redis.call('ZADD', P .. ':o', ARGV[12], r.id)
+  redis.call('ZADD', P .. ':o', ARGV[13], r.id)
 end
 return {'ok', save(r)}
 `
@@ -420,6 +425,28 @@ end
 return out
 `
 
+// publishedScript: ARGV[2..] = id, attempt pairs. Takes each task out of
+// the outbox while it still waits at that attempt. The state and attempt
+// are read from the record's head without decoding it: they come before
+// the payload, and no head member can contain the pattern. Idempotent by
+// nature.
+const publishedBody = `
+local WAITING = {pending = true, scheduled = true, retrying = true}
+local n = 0
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local s = redis.call('GET', tkey(id))
+  if s then
+    local st = string.match(s, '"state":"(%a+)"')
+    local a = string.match(s, '"attempt":(%d+)')
+    if WAITING[st] and a == ARGV[i + 1] then
+      n = n + redis.call('ZREM', P .. ':o', id)
+    end
+  end
+end
+return n
+`
+
 // outboxScript: ARGV[2..3] = exclusive upper score, limit. Replies {id,
 // record, ...} in outbox order.
 const outboxBody = `
@@ -448,4 +475,5 @@ var (
 	listScript         = redis.NewScript(luaCore + listBody)
 	countsScript       = redis.NewScript(luaCore + countsBody)
 	outboxScript       = redis.NewScript(luaCore + outboxBody)
+	publishedScript    = redis.NewScript(luaCore + publishedBody)
 )

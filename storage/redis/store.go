@@ -132,7 +132,7 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 		if t.UniqueKey != "" {
 			uk = stored(t.UniqueKey)
 		}
-		prep[i] = prepared{t: t, args: []any{t.ID, js, string(t.State), t.Queue, t.Type, uk, micros(t.CreatedAt)}}
+		prep[i] = prepared{t: t, args: []any{t.ID, js, string(t.State), t.Queue, t.Type, uk, micros(t.RunAt)}}
 	}
 	res := make([]error, len(tasks))
 	for start := 0; start < len(prep); start += createChunk {
@@ -243,7 +243,7 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 		}
 	}
 	return s.transition(ctx, finishScript, "finish", id, id, p.Attempt, string(p.State), stored(p.Error), result,
-		runAt, p.AddRetries, now, micros(p.Now))
+		runAt, p.AddRetries, now, micros(p.Now), micros(p.RunAt))
 }
 
 // Cancel moves a task in any non-terminal state to canceled. See
@@ -328,19 +328,21 @@ func (s *Store) records(reply []any) ([]*scheduler.Task, error) {
 	return tasks, nil
 }
 
-// Published takes ids out of the outbox. Unknown IDs are ignored.
-func (s *Store) Published(ctx context.Context, ids ...string) error {
-	if len(ids) == 0 {
+// Published takes the tasks of confirmed messages out of the outbox, each
+// only while it still waits at the message's attempt. See scheduler.Store.
+func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error {
+	if len(msgs) == 0 {
 		return nil
 	}
-	members := make([]any, len(ids))
-	for i, id := range ids {
-		if err := scheduler.ValidateID(id); err != nil {
+	args := make([]any, 0, 2*len(msgs))
+	for _, m := range msgs {
+		if err := scheduler.ValidateID(m.TaskID); err != nil {
 			return fmt.Errorf("redisstore: published: %w", err)
 		}
-		members[i] = id
+		args = append(args, m.TaskID, m.Attempt)
 	}
-	if err := s.rdb.ZRem(ctx, s.ns+":o", members...).Err(); err != nil {
+	args = append([]any{s.ns}, args...)
+	if err := publishedScript.Run(ctx, s.rdb, []string{s.ns + ":o"}, args...).Err(); err != nil {
 		return fmt.Errorf("redisstore: published: %w", err)
 	}
 	return nil

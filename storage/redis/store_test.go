@@ -146,7 +146,7 @@ func TestInvalidTaskRejected(t *testing.T) {
 			require.ErrorIs(t, err, scheduler.ErrInvalidTask, id)
 			_, err = h.s.Cancel(ctx, id, scheduler.CancelParams{})
 			require.ErrorIs(t, err, scheduler.ErrInvalidTask, id)
-			require.ErrorIs(t, h.s.Published(ctx, id), scheduler.ErrInvalidTask, id)
+			require.ErrorIs(t, h.s.Published(ctx, scheduler.Message{TaskID: id}), scheduler.ErrInvalidTask, id)
 		}
 		_, err = h.s.List(ctx, scheduler.ListFilter{Cursor: "!!"})
 		require.ErrorIs(t, err, scheduler.ErrInvalidTask)
@@ -215,15 +215,15 @@ func TestStartFence(t *testing.T) {
 		got, err = start(a.ID, 0, true)
 		require.NoError(t, err, "a redelivered message takes a running task over")
 		require.Equal(t, 2, got.Attempt)
-		_, err = start(a.ID, 0, true)
-		require.ErrorIs(t, err, scheduler.ErrStaleAttempt, "the attempt moved on")
+		_, err = start(a.ID, 1, true)
+		require.ErrorIs(t, err, scheduler.ErrStaleAttempt, "only the message driving the task takes it over")
 
 		// Handed back by a stopping worker, then redelivered.
 		_, err = h.s.Finish(ctx, a.ID, scheduler.FinishParams{Attempt: 2, State: scheduler.StatePending, Now: now()})
 		require.NoError(t, err)
-		_, err = start(a.ID, 1, false)
+		_, err = start(a.ID, 0, false)
 		require.ErrorIs(t, err, scheduler.ErrStaleAttempt)
-		got, err = start(a.ID, 1, true)
+		got, err = start(a.ID, 0, true)
 		require.NoError(t, err)
 		require.Equal(t, 3, got.Attempt)
 
@@ -275,7 +275,7 @@ func TestFinish(t *testing.T) {
 
 		retry := newTask(t)
 		h.create(t, retry)
-		require.NoError(t, h.s.Published(ctx, retry.ID))
+		require.NoError(t, h.s.Published(ctx, scheduler.Message{TaskID: retry.ID}))
 		running = h.start(t, retry.ID)
 		got, err = h.s.Finish(ctx, retry.ID, scheduler.FinishParams{
 			Attempt: running.Attempt, State: scheduler.StateRetrying, Error: "smtp: 451", RunAt: at.Add(time.Minute), Now: at,
@@ -285,10 +285,10 @@ func TestFinish(t *testing.T) {
 		require.Equal(t, "smtp: 451", got.LastError)
 		require.Equal(t, at.Add(time.Minute), got.RunAt)
 		require.True(t, got.FinishedAt.IsZero())
-		out, err := h.s.Outbox(ctx, at.Add(time.Microsecond), 10)
+		out, err := h.s.Outbox(ctx, at.Add(time.Minute+time.Microsecond), 10)
 		require.NoError(t, err)
-		require.Equal(t, []string{retry.ID}, ids(out), "a retrying task is in the outbox from Now")
-		out, err = h.s.Outbox(ctx, at, 10)
+		require.Equal(t, []string{retry.ID}, ids(out), "a retrying task is in the outbox, due at its RunAt")
+		out, err = h.s.Outbox(ctx, at.Add(time.Minute), 10)
 		require.NoError(t, err)
 		require.Empty(t, out)
 
@@ -445,18 +445,21 @@ func TestOutboxPublished(t *testing.T) {
 		ctx := context.Background()
 		var tasks []*scheduler.Task
 		for i := range 5 {
-			tasks = append(tasks, newTask(t, func(task *scheduler.Task) { task.CreatedAt = now().Add(time.Duration(i) * time.Second) }))
+			tasks = append(tasks, newTask(t, func(task *scheduler.Task) {
+				task.CreatedAt = now().Add(time.Duration(i) * time.Second)
+				task.RunAt = task.CreatedAt
+			}))
 		}
 		h.create(t, tasks...)
 		out, err := h.s.Outbox(ctx, now().Add(3*time.Second), 10)
 		require.NoError(t, err)
-		require.Equal(t, ids(tasks[:3]), ids(out), "entered before `before`, oldest first")
+		require.Equal(t, ids(tasks[:3]), ids(out), "due before `before`, earliest first")
 		out, err = h.s.Outbox(ctx, now().Add(time.Hour), 2)
 		require.NoError(t, err)
 		require.Equal(t, ids(tasks[:2]), ids(out))
 		require.Equal(t, tasks[0], out[0])
 
-		require.NoError(t, h.s.Published(ctx, tasks[0].ID, tasks[1].ID, newID(t)))
+		require.NoError(t, h.s.Published(ctx, scheduler.Message{TaskID: tasks[0].ID}, scheduler.Message{TaskID: tasks[1].ID}, scheduler.Message{TaskID: newID(t)}))
 		require.NoError(t, h.s.Published(ctx))
 		h.start(t, tasks[2].ID)
 		out, err = h.s.Outbox(ctx, now().Add(time.Hour), 10)
@@ -582,7 +585,7 @@ func TestPurgeLeavesNoOrphans(t *testing.T) {
 		h.checkConsistent(t)
 		for _, task := range page.Tasks {
 			if !task.State.Terminal() {
-				require.NoError(t, h.s.Published(ctx, task.ID))
+				require.NoError(t, h.s.Published(ctx, scheduler.Message{TaskID: task.ID, Attempt: task.Attempt}))
 				_, err := h.s.Cancel(ctx, task.ID, scheduler.CancelParams{Now: recent})
 				require.NoError(t, err)
 			}

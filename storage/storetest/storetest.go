@@ -52,6 +52,9 @@ func Run(t *testing.T, newStore func(t *testing.T) scheduler.Store) {
 		{"CancelOnlyUnstarted", testCancelOnlyUnstarted},
 		{"Retry", testRetry},
 		{"Outbox", testOutbox},
+		{"PublishedFence", testPublishedFence},
+		{"RepeatedTakeover", testRepeatedTakeover},
+		{"OldMessageCannotTakeOver", testOldMessageCannotTakeOver},
 		{"List", testList},
 		{"ListPagination", testListPagination},
 		{"Counts", testCounts},
@@ -378,8 +381,8 @@ func testTakeover(t *testing.T, s scheduler.Store) {
 	// The first worker's late result is refused.
 	_, err = s.Finish(ctx, task.ID, scheduler.FinishParams{Attempt: first.Attempt, State: scheduler.StateSucceeded, Now: base})
 	require.ErrorIs(t, err, scheduler.ErrStaleAttempt)
-	// A second redelivery of the old message cannot take over again.
-	_, err = s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, Redelivered: true, WorkerID: "w3", Now: base})
+	// A duplicate of the message that was not redelivered does not.
+	_, err = s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, WorkerID: "w3", Now: base})
 	require.ErrorIs(t, err, scheduler.ErrStaleAttempt)
 
 	done := finish(t, s, second, scheduler.StateSucceeded)
@@ -440,7 +443,7 @@ func testRetryingAndSnooze(t *testing.T, s scheduler.Store) {
 	ctx := ctxFor(t)
 	task := newTask(t)
 	create(t, s, task)
-	require.NoError(t, s.Published(ctx, task.ID))
+	published(t, s, task)
 	r := start(t, s, task, "w1")
 	runAt := base.Add(time.Minute)
 	got, err := s.Finish(ctx, task.ID, scheduler.FinishParams{Attempt: r.Attempt, State: scheduler.StateRetrying, Error: "boom", RunAt: runAt, Now: base.Add(2 * time.Second)})
@@ -556,7 +559,7 @@ func testRetry(t *testing.T, s scheduler.Store) {
 	task.MaxRetries = 1
 	task.UniqueKey = "once"
 	create(t, s, task)
-	require.NoError(t, s.Published(ctx, task.ID))
+	published(t, s, task)
 	r := start(t, s, task, "w1")
 	_, err := s.Retry(ctx, task.ID, base)
 	require.ErrorIs(t, err, scheduler.ErrNotRetryable, "running")
@@ -582,13 +585,25 @@ func testRetry(t *testing.T, s scheduler.Store) {
 	require.Equal(t, scheduler.StatePending, got.State)
 }
 
+// published reports the tasks' messages (at their current attempt)
+// confirmed.
+func published(t *testing.T, s scheduler.Store, tasks ...*scheduler.Task) {
+	t.Helper()
+	var msgs []scheduler.Message
+	for _, x := range tasks {
+		msgs = append(msgs, scheduler.Message{TaskID: x.ID, Attempt: x.Attempt, Queue: x.Queue, Priority: x.Priority})
+	}
+	require.NoError(t, s.Published(ctxFor(t), msgs...))
+}
+
 func testOutbox(t *testing.T, s scheduler.Store) {
 	ctx := ctxFor(t)
-	early, late, started, published := newTask(t), newTask(t), newTask(t), newTask(t)
-	late.CreatedAt = base.Add(time.Minute)
-	create(t, s, early, late, started, published)
-	require.Equal(t, sortedIDs(early, started, published), outboxIDs(t, s, base.Add(time.Second)))
-	require.NoError(t, s.Published(ctx, published.ID, newID(t)))
+	early, late, started, confirmed := newTask(t), newTask(t), newTask(t), newTask(t)
+	late.State, late.RunAt = scheduler.StateScheduled, base.Add(time.Minute)
+	create(t, s, early, late, started, confirmed)
+	require.Equal(t, sortedIDs(early, started, confirmed), outboxIDs(t, s, base.Add(time.Second)), "due by their RunAt")
+	published(t, s, confirmed)
+	require.NoError(t, s.Published(ctx, scheduler.Message{TaskID: newID(t)}), "unknown tasks are ignored")
 	start(t, s, started, "w1")
 	require.Equal(t, sortedIDs(early), outboxIDs(t, s, base.Add(time.Second)))
 	require.Equal(t, sortedIDs(early, late), outboxIDs(t, s, base.Add(time.Hour)))
@@ -596,8 +611,53 @@ func testOutbox(t *testing.T, s scheduler.Store) {
 	out, err := s.Outbox(ctx, base.Add(time.Hour), 1)
 	require.NoError(t, err)
 	require.Len(t, out, 1, "limit")
-	require.Equal(t, early.ID, out[0].ID, "oldest first")
+	require.Equal(t, early.ID, out[0].ID, "earliest due first")
 	requireSameTask(t, early, out[0])
+}
+
+func testPublishedFence(t *testing.T, s scheduler.Store) {
+	task := newTask(t)
+	create(t, s, task)
+	stale := *task // the creation message, confirmed late
+	r := start(t, s, task, "w1")
+	retrying := finish(t, s, r, scheduler.StateRetrying) // due at base+1m
+	require.Equal(t, []string{task.ID}, outboxIDs(t, s, base.Add(time.Hour)))
+	published(t, s, &stale)
+	require.Equal(t, []string{task.ID}, outboxIDs(t, s, base.Add(time.Hour)), "a late confirmation of attempt 0 keeps the retry's entry")
+	require.Empty(t, outboxIDs(t, s, base.Add(time.Minute)), "the retry is due at its RunAt")
+	published(t, s, retrying)
+	require.Empty(t, outboxIDs(t, s, base.Add(time.Hour)))
+}
+
+func testRepeatedTakeover(t *testing.T, s scheduler.Store) {
+	ctx := ctxFor(t)
+	task := newTask(t)
+	create(t, s, task)
+	holder := start(t, s, task, "w1")
+	for i, w := range []string{"w2", "w3", "w4"} {
+		got, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, Redelivered: true, WorkerID: w, Now: base})
+		require.NoError(t, err, "redelivery %d of the same message takes over", i+1)
+		require.Equal(t, holder.Attempt+1, got.Attempt)
+		_, err = s.Finish(ctx, task.ID, scheduler.FinishParams{Attempt: holder.Attempt, State: scheduler.StateSucceeded, Now: base})
+		require.ErrorIs(t, err, scheduler.ErrStaleAttempt, "the previous holder is fenced out")
+		holder = got
+	}
+	done := finish(t, s, holder, scheduler.StateSucceeded)
+	require.Equal(t, 4, done.Attempt)
+}
+
+func testOldMessageCannotTakeOver(t *testing.T, s scheduler.Store) {
+	ctx := ctxFor(t)
+	task := newTask(t)
+	create(t, s, task)
+	r := start(t, s, task, "w1")
+	retrying := finish(t, s, r, scheduler.StateRetrying)
+	second := start(t, s, retrying, "w2") // driven by the retry message (attempt 1)
+	_, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, Redelivered: true, WorkerID: "w3", Now: base})
+	require.ErrorIs(t, err, scheduler.ErrStaleAttempt, "the first message, redelivered late, does not take over the retry's run")
+	got, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 1, Redelivered: true, WorkerID: "w3", Now: base})
+	require.NoError(t, err, "the retry message, redelivered, does")
+	require.Equal(t, second.Attempt+1, got.Attempt)
 }
 
 func sortedIDs(ts ...*scheduler.Task) []string {
@@ -796,7 +856,7 @@ func testClaim(t *testing.T, s scheduler.Store) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			ok, err := s.Claim(ctx, "sweep:1", 300*time.Millisecond)
+			ok, err := s.Claim(ctx, "sweep:1", time.Minute)
 			assert.NoError(t, err)
 			if ok {
 				won.Add(1)
@@ -805,11 +865,14 @@ func testClaim(t *testing.T, s scheduler.Store) {
 	}
 	wg.Wait()
 	require.Equal(t, int32(1), won.Load(), "exactly one claimant wins")
-	ok, err := s.Claim(ctx, "sweep:2", time.Minute)
+	ok, err := s.Claim(ctx, "sweep:1", time.Minute)
+	require.NoError(t, err)
+	require.False(t, ok, "taken until the ttl ends")
+	ok, err = s.Claim(ctx, "sweep:2", 300*time.Millisecond)
 	require.NoError(t, err)
 	require.True(t, ok, "keys are independent")
 	require.Eventually(t, func() bool {
-		ok, err := s.Claim(ctx, "sweep:1", time.Minute)
+		ok, err := s.Claim(ctx, "sweep:2", time.Minute)
 		return err == nil && ok
 	}, 10*time.Second, 20*time.Millisecond, "claimable again after the ttl")
 }
