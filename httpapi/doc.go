@@ -30,6 +30,7 @@
 //	POST /tasks/{id}/cancel    200 + the task, now canceled
 //	POST /tasks/{id}/retry     200 + the task, pending again
 //	GET  /workers              200 {"workers":[...]}
+//	GET  /schedules            200 {"schedules":[...]}
 //	GET  /healthz              200 {"status":"ok",...} or 503 naming the backend that is down
 //	GET  /metrics              Prometheus text format, only with WithGatherer
 //

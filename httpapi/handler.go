@@ -42,6 +42,7 @@ type handler struct {
 //	POST /tasks/{id}/cancel     cancel a task
 //	POST /tasks/{id}/retry      run a dead or canceled task again
 //	GET  /workers               live worker nodes
+//	GET  /schedules             periodic schedules with their next and last ticks
 //	GET  /healthz               200 when broker and store answer, else 503
 //	GET  /metrics               Prometheus metrics (only WithGatherer)
 //
@@ -84,6 +85,7 @@ func New(sched *scheduler.Scheduler, opts ...Option) (http.Handler, error) {
 	route("/tasks/{id}/cancel", map[string]http.HandlerFunc{http.MethodPost: h.cancel})
 	route("/tasks/{id}/retry", map[string]http.HandlerFunc{http.MethodPost: h.retry})
 	route("/workers", map[string]http.HandlerFunc{http.MethodGet: h.workers})
+	route("/schedules", map[string]http.HandlerFunc{http.MethodGet: h.schedules})
 	route("/healthz", map[string]http.HandlerFunc{http.MethodGet: h.healthz})
 	if cfg.gatherer != nil {
 		prom := promhttp.HandlerFor(cfg.gatherer, promhttp.HandlerOpts{
@@ -375,6 +377,16 @@ func (h *handler) workers(w http.ResponseWriter, r *http.Request) {
 		ws = []scheduler.WorkerInfo{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"workers": ws})
+}
+
+// schedules answers GET /schedules: the periodic schedules registered on
+// this Scheduler, with their next and last ticks.
+func (h *handler) schedules(w http.ResponseWriter, r *http.Request) {
+	ss := h.sched.Schedules()
+	if ss == nil {
+		ss = []scheduler.ScheduleInfo{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"schedules": ss})
 }
 
 // healthResponse is the answer of GET /healthz. On 503 it also carries

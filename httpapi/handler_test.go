@@ -221,6 +221,35 @@ func TestWorkers(t *testing.T) {
 	require.False(t, w.LastBeat.IsZero())
 }
 
+func TestSchedules(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	res := do(t, e.h, http.MethodGet, "/schedules", nil)
+	require.Equal(t, http.StatusOK, res.code)
+	require.JSONEq(t, `{"schedules":[]}`, string(res.body))
+
+	require.NoError(t, e.sched.RegisterPeriodic(scheduler.Periodic{Name: "nightly-report", Spec: "30 2 * * *", Type: "report.build"}))
+	res = do(t, e.h, http.MethodGet, "/schedules", nil)
+	require.Equal(t, http.StatusOK, res.code)
+	var body struct {
+		Schedules []map[string]any `json:"schedules"`
+	}
+	require.NoError(t, json.Unmarshal(res.body, &body))
+	require.Len(t, body.Schedules, 1)
+	got := body.Schedules[0]
+	require.Equal(t, "nightly-report", got["name"])
+	require.Equal(t, "30 2 * * *", got["spec"])
+	require.Equal(t, "report.build", got["type"])
+	require.Equal(t, "UTC", got["time_zone"])
+	next, err := time.Parse(time.RFC3339, got["next"].(string))
+	require.NoError(t, err)
+	require.Equal(t, 2, next.Hour())
+	require.Equal(t, 30, next.Minute())
+
+	res = do(t, e.h, http.MethodPost, "/schedules", nil)
+	require.Equal(t, http.StatusMethodNotAllowed, res.code)
+}
+
 func TestHealthz(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

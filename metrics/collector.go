@@ -20,6 +20,8 @@ type scrapeCollector struct {
 	workers    *prometheus.Desc
 	beatAge    *prometheus.Desc
 	reconnects *prometheus.Desc
+	lastTick   *prometheus.Desc
+	nextTick   *prometheus.Desc
 }
 
 // maxParallelDepth bounds the concurrent queue depth reads of a scrape.
@@ -34,12 +36,14 @@ func newScrapeCollector(m *Metrics) *scrapeCollector {
 		workers:    prometheus.NewDesc(name("workers"), "Live worker nodes, from their heartbeats in the store.", nil, nil),
 		beatAge:    prometheus.NewDesc(name("worker_heartbeat_age_seconds"), "Seconds since each live worker's last heartbeat.", []string{"worker"}, nil),
 		reconnects: prometheus.NewDesc(name("broker_reconnects_total"), "Times the broker re-established its connection.", nil, nil),
+		lastTick:   prometheus.NewDesc(name("periodic_last_tick_timestamp_seconds"), "The latest tick of each periodic schedule known to be submitted (by any node), as a Unix time.", []string{"schedule"}, nil),
+		nextTick:   prometheus.NewDesc(name("periodic_next_tick_timestamp_seconds"), "The next tick of each periodic schedule, as a Unix time.", []string{"schedule"}, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.depth, c.tasks, c.workers, c.beatAge, c.reconnects} {
+	for _, d := range []*prometheus.Desc{c.depth, c.tasks, c.workers, c.beatAge, c.reconnects, c.lastTick, c.nextTick} {
 		ch <- d
 	}
 }
@@ -63,6 +67,14 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	s := m.sched.Load()
 	if s == nil {
 		return
+	}
+	for _, p := range s.Schedules() {
+		if !p.Last.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.lastTick, prometheus.GaugeValue, float64(p.Last.UnixNano())/1e9, p.Name)
+		}
+		if !p.Next.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.nextTick, prometheus.GaugeValue, float64(p.Next.UnixNano())/1e9, p.Name)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.scrapeTimeout)
 	defer cancel()

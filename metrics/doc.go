@@ -36,6 +36,9 @@
 //	scheduler_broker_reconnects_total                      counter   broker reconnections (brokers that count them)
 //	scheduler_broker_errors_total{operation}               counter   failed broker calls
 //	scheduler_store_errors_total{operation}                counter   failed store calls
+//	scheduler_periodic_ticks_total{schedule,outcome}       counter   ticks of periodic schedules: fired, taken, skipped, failed
+//	scheduler_periodic_last_tick_timestamp_seconds{schedule} gauge   latest tick submitted by any node
+//	scheduler_periodic_next_tick_timestamp_seconds{schedule} gauge   next tick
 //
 // Counters and histograms describe this process; sum them over processes
 // in queries. The gauges read from the backends describe the cluster.

@@ -36,6 +36,7 @@ type Metrics struct {
 	inFlight     *prometheus.GaugeVec
 	storeErrors  *prometheus.CounterVec
 	brokerErrors *prometheus.CounterVec
+	ticks        *prometheus.CounterVec
 
 	types  *labelSet
 	queues *labelSet
@@ -48,7 +49,10 @@ type Metrics struct {
 	scrape *scrapeCollector
 }
 
-var _ scheduler.Observer = (*Metrics)(nil)
+var (
+	_ scheduler.Observer     = (*Metrics)(nil)
+	_ scheduler.TickObserver = (*Metrics)(nil)
+)
 
 // reconnecter is implemented by brokers that count their reconnections,
 // such as the RabbitMQ broker.
@@ -91,11 +95,12 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Help: "Attempts running now in this process's workers."}, []string{"type"}),
 		storeErrors:  counter("store_errors_total", "Store calls that failed for another reason than a definite answer (not found, duplicate, ...).", "operation"),
 		brokerErrors: counter("broker_errors_total", "Broker calls that failed.", "operation"),
+		ticks:        counter("periodic_ticks_total", "Ticks of periodic schedules seen by this process, by outcome: fired (submitted here), taken (already submitted by another node), skipped (by the catch-up policy), failed (store unreachable).", "schedule", "outcome"),
 		types:        newLabelSet(cfg.labelLimit),
 		queues:       newLabelSet(cfg.labelLimit),
 	}
 	m.scrape = newScrapeCollector(m)
-	cs := []prometheus.Collector{m.submitted, m.finished, m.retries, m.dead, m.runDuration, m.queueWait, m.inFlight, m.storeErrors, m.brokerErrors, m.scrape}
+	cs := []prometheus.Collector{m.submitted, m.finished, m.retries, m.dead, m.runDuration, m.queueWait, m.inFlight, m.storeErrors, m.brokerErrors, m.ticks, m.scrape}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, r := range cs[:i] {
@@ -161,6 +166,12 @@ func (m *Metrics) Observe(e scheduler.Event) {
 	case scheduler.EventCanceled:
 		m.finished.WithLabelValues(typ, string(scheduler.StateCanceled)).Inc()
 	}
+}
+
+// ObserveTick implements scheduler.TickObserver: it counts the ticks of
+// periodic schedules by outcome (skipped ticks by their number).
+func (m *Metrics) ObserveTick(e scheduler.TickEvent) {
+	m.ticks.WithLabelValues(e.Schedule, e.Outcome.String()).Add(float64(max(e.Count, 1)))
 }
 
 // attemptEnded records the end of an attempt that EventStarted began.

@@ -466,3 +466,47 @@ func TestNewFailures(t *testing.T) {
 	require.NoError(t, err)
 	require.Error(t, m.Watch(nil))
 }
+
+func TestPeriodicTicks(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg)
+	require.NoError(t, err)
+	tick := time.Date(2026, 11, 27, 2, 30, 0, 0, time.UTC)
+	for _, e := range []scheduler.TickEvent{
+		{Schedule: "nightly", Tick: tick, Outcome: scheduler.TickFired, Count: 1},
+		{Schedule: "nightly", Tick: tick, Outcome: scheduler.TickTaken, Count: 1},
+		{Schedule: "nightly", Tick: tick, Outcome: scheduler.TickSkipped, Count: 3},
+		{Schedule: "hourly", Tick: tick, Outcome: scheduler.TickFailed, Count: 1},
+	} {
+		m.ObserveTick(e)
+	}
+	const want = `
+# HELP scheduler_periodic_ticks_total Ticks of periodic schedules seen by this process, by outcome: fired (submitted here), taken (already submitted by another node), skipped (by the catch-up policy), failed (store unreachable).
+# TYPE scheduler_periodic_ticks_total counter
+scheduler_periodic_ticks_total{outcome="failed",schedule="hourly"} 1
+scheduler_periodic_ticks_total{outcome="fired",schedule="nightly"} 1
+scheduler_periodic_ticks_total{outcome="skipped",schedule="nightly"} 3
+scheduler_periodic_ticks_total{outcome="taken",schedule="nightly"} 1
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want), "scheduler_periodic_ticks_total"))
+
+	// The scrape reads each schedule's next tick from the Scheduler.
+	b := membroker.New()
+	defer b.Close()
+	sched, err := scheduler.New(b, memstore.New(), scheduler.WithObserver(m))
+	require.NoError(t, err)
+	defer sched.Close()
+	require.NoError(t, m.Watch(sched))
+	require.NoError(t, sched.RegisterPeriodic(scheduler.Periodic{Name: "nightly", Spec: "30 2 * * *", Type: "report"}))
+	next := sched.Schedules()[0].Next
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	var got float64
+	for _, mf := range mfs {
+		if mf.GetName() == "scheduler_periodic_next_tick_timestamp_seconds" {
+			got = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	require.InDelta(t, float64(next.Unix()), got, 1)
+}
