@@ -17,12 +17,15 @@ const (
 	// EventAborted: an attempt ended without a recorded outcome: the task
 	// was canceled or taken over by another worker while it ran, its outcome
 	// could not be stored, or a stopping worker handed it back. Every
-	// EventStarted is followed by exactly one EventSucceeded, EventFailed or
-	// EventAborted from the same worker.
+	// EventStarted is followed by exactly one EventSucceeded, EventFailed,
+	// EventSnoozed or EventAborted from the same worker.
 	EventAborted
+	// EventSnoozed: the handler returned Snooze; the task waits until
+	// Task.RunAt without using up a retry. Event.Duration is the run time.
+	EventSnoozed
 )
 
-var eventNames = [...]string{"", "submitted", "started", "succeeded", "failed", "retried", "dead", "canceled", "aborted"}
+var eventNames = [...]string{"", "submitted", "started", "succeeded", "failed", "retried", "dead", "canceled", "aborted", "snoozed"}
 
 // String returns the event's lower-case name, e.g. "succeeded".
 func (k EventKind) String() string {
@@ -42,8 +45,8 @@ type Event struct {
 	// Wait is, for EventStarted, how long the task waited: from its RunAt
 	// (or submission) to the start.
 	Wait time.Duration
-	// Duration is, for EventSucceeded, EventFailed and EventAborted, how
-	// long the handler ran.
+	// Duration is, for EventSucceeded, EventFailed, EventSnoozed and
+	// EventAborted, how long the handler ran.
 	Duration time.Duration
 	// WorkerID is the worker the event happened on, if any.
 	WorkerID string

@@ -562,7 +562,7 @@ func (s *Scheduler) submitTicks(ctx context.Context, due []*firing, now time.Tim
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Warn("periodic ticks not submitted: store failed; retrying", zap.Int("ticks", len(tasks)), zap.Error(err))
+			s.log.Error("periodic ticks not submitted: store failed; retrying", zap.Int("ticks", len(tasks)), zap.Error(err))
 		}
 		for _, f := range pending {
 			f.out, f.err = TickFailed, fmt.Errorf("scheduler: store: %w", err)
@@ -594,7 +594,7 @@ func (s *Scheduler) submitTicks(ctx context.Context, due []*firing, now time.Tim
 		// The tasks are stored and in the outbox: a worker's sweep
 		// publishes them. Canceling them, as Submit does, would lose the
 		// ticks, since no other node can submit them again.
-		s.log.Warn("periodic tasks stored but not published; the outbox sweep publishes them", zap.Int("tasks", len(created)), zap.Error(perr))
+		s.log.Error("periodic tasks stored but not published; the outbox sweep publishes them", zap.Int("tasks", len(created)), zap.Error(perr))
 		for _, f := range created {
 			f.err = fmt.Errorf("scheduler: publish: %w (task %s is stored; the outbox sweep publishes it)", perr, f.task.ID)
 		}

@@ -244,6 +244,9 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 				sent = make([]Message, 0, len(created))
 			}
 			sent = append(sent, msgs[j])
+			if ce := s.log.Check(zap.DebugLevel, "task submitted"); ce != nil {
+				ce.Write(taskFields(tasks[i])...)
+			}
 			s.emit(Event{Kind: EventSubmitted, Task: tasks[i], Time: now})
 		}
 	}
@@ -301,6 +304,11 @@ func (s *Scheduler) confirmedAll(msgs []Message) {
 	}
 }
 
+// taskFields are the log fields naming a task outside a worker.
+func taskFields(t *Task) []zap.Field {
+	return []zap.Field{zap.String("task_id", t.ID), zap.String("type", t.Type), zap.String("queue", t.Queue), zap.Int("attempt", t.Attempt)}
+}
+
 // messageFor returns the message that delivers t's next attempt.
 func messageFor(t *Task, now time.Time) Message {
 	return Message{TaskID: t.ID, Attempt: t.Attempt, Queue: t.Queue, Priority: t.Priority, Delay: max(t.RunAt.Sub(now), 0)}
@@ -334,6 +342,7 @@ func (s *Scheduler) Cancel(ctx context.Context, id string) error {
 	if w != nil {
 		w.cancelTask(id)
 	}
+	s.log.Info("task canceled", taskFields(t)...)
 	s.emit(Event{Kind: EventCanceled, Task: t, Time: now})
 	return nil
 }
@@ -355,6 +364,7 @@ func (s *Scheduler) Retry(ctx context.Context, id string) error {
 		return fmt.Errorf("scheduler: task %s is pending again but its publish failed (the next sweep publishes it): %w", id, err)
 	}
 	s.confirmed(m)
+	s.log.Info("task retried by request", taskFields(t)...)
 	s.emit(Event{Kind: EventRetried, Task: t, Time: now})
 	return nil
 }
@@ -490,7 +500,7 @@ func (b *batcher) run() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := b.flush(ctx, batch); err != nil {
-			b.log.Warn("could not take published tasks out of the outbox; the sweep may publish them again", zap.Int("tasks", len(batch)), zap.Error(err))
+			b.log.Error("could not take published tasks out of the outbox; the sweep may publish them again", zap.Int("tasks", len(batch)), zap.Error(err))
 		}
 		cancel()
 		batch = batch[:0]

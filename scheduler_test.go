@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,7 +197,8 @@ func TestNoHandler(t *testing.T) {
 
 func TestSnooze(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	rec := &recorder{}
+	e := newEnv(t, scheduler.WithObserver(rec))
 	var runs atomic.Int32
 	startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
 		"poll": func(context.Context, *scheduler.Task) error {
@@ -210,6 +212,11 @@ func TestSnooze(t *testing.T) {
 	got := waitState(t, e.sched, id, scheduler.StateSucceeded)
 	require.Equal(t, 3, got.Attempt)
 	require.Equal(t, 2, got.MaxRetries, "snoozes do not use up the retry budget")
+	require.Eventually(t, func() bool { return len(rec.kinds(id)) == 7 }, wait, time.Millisecond)
+	// The submitter's event may come after the worker's first.
+	kinds := slices.DeleteFunc(rec.kinds(id), func(k string) bool { return k == "submitted" })
+	require.Equal(t, []string{"started", "snoozed", "started", "snoozed", "started", "succeeded"}, kinds,
+		"every started attempt ends with one event")
 }
 
 func TestCancelPending(t *testing.T) {

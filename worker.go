@@ -150,7 +150,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	closeConsumers := func() {
 		for _, c := range consumers {
 			if err := c.Close(); err != nil && !errors.Is(err, ErrClosed) {
-				w.log.Warn("closing consumer", zap.Error(err))
+				w.log.Error("closing consumer", zap.Error(err))
 			}
 		}
 	}
@@ -234,7 +234,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	background.Wait()
 	rmCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	if err := w.s.store.RemoveWorker(rmCtx, w.cfg.id); err != nil {
-		w.log.Warn("removing worker heartbeat", zap.Error(err))
+		w.log.Error("removing worker heartbeat", zap.Error(err))
 	}
 	cancel()
 	w.log.Info("worker stopped")
@@ -269,7 +269,7 @@ func (w *Worker) process(hard context.Context, d Delivery) {
 	m := d.Message()
 	log := &taskLogger{base: w.tlog, m: m}
 	start := w.s.now()
-	t, err := retryStore(hard, w, func(ctx context.Context) (*Task, error) {
+	t, err := retryStore(hard, log, func(ctx context.Context) (*Task, error) {
 		return w.s.store.Start(ctx, m.TaskID, StartParams{Attempt: m.Attempt, Redelivered: d.Redelivered(), WorkerID: w.cfg.id, Now: start})
 	})
 	switch {
@@ -282,7 +282,7 @@ func (w *Worker) process(hard context.Context, d Delivery) {
 		w.settle(d, log, func(ctx context.Context) error { return d.DeadLetter(ctx, err.Error()) })
 		return
 	case err != nil:
-		log.log(zap.WarnLevel, "could not start task; handing it back", zap.Error(err))
+		log.log(zap.ErrorLevel, "could not start task; handing it back", zap.Error(err))
 		w.settle(d, log, d.Requeue)
 		return
 	}
@@ -368,7 +368,7 @@ func (w *Worker) handBack(t *Task, d Delivery, log *taskLogger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := w.s.store.Finish(ctx, t.ID, FinishParams{Attempt: t.Attempt, State: StatePending, Now: w.s.now()}); err != nil {
-		log.log(zap.WarnLevel, "handing back: could not store pending (the redelivery takes the task over)", zap.Error(err))
+		log.log(zap.ErrorLevel, "handing back: could not store pending (the redelivery takes the task over)", zap.Error(err))
 	}
 	log.log(zap.InfoLevel, "task handed back for redelivery")
 	w.settle(d, log, d.Requeue)
@@ -394,7 +394,7 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 	if errors.As(herr, &panicked) {
 		log.log(zap.ErrorLevel, "handler panicked", zap.Any("panic", panicked.Value), zap.ByteString("stack", panicked.Stack))
 	}
-	done, err := retryStore(hard, w, func(ctx context.Context) (*Task, error) {
+	done, err := retryStore(hard, log, func(ctx context.Context) (*Task, error) {
 		return w.s.store.Finish(ctx, t.ID, p)
 	})
 	if err != nil {
@@ -404,7 +404,7 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 			w.settle(d, log, d.Ack)
 			return
 		}
-		log.log(zap.WarnLevel, "could not store the attempt's outcome; the message will be redelivered", zap.Error(err))
+		log.log(zap.ErrorLevel, "could not store the attempt's outcome; the message will be redelivered", zap.Error(err))
 		return // unsettled: closing the consumer requeues it
 	}
 	log.ran = ran
@@ -434,11 +434,13 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 			w.s.emit(ev)
 		} else {
 			log.log(zap.DebugLevel, "task snoozed", zap.Time("run_at", p.RunAt))
+			ev.Kind = EventSnoozed
+			w.s.emit(ev)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		next := messageFor(done, now)
 		if err := w.s.broker.Publish(ctx, next); err != nil {
-			log.log(zap.WarnLevel, "publishing the next attempt failed; the sweep publishes it", zap.Error(err))
+			log.log(zap.ErrorLevel, "publishing the next attempt failed; the sweep publishes it", zap.Error(err))
 		} else {
 			w.s.confirmed(next)
 		}
@@ -488,7 +490,7 @@ func (l *taskLogger) log(level zapcore.Level, msg string, extra ...zap.Field) {
 // broker then redelivers the message and the attempt fence drops it.
 func (w *Worker) settle(d Delivery, log *taskLogger, op func(context.Context) error) {
 	if err := op(context.Background()); err != nil {
-		log.log(zap.WarnLevel, "settling message failed; it will be redelivered and dropped as stale", zap.Error(err))
+		log.log(zap.ErrorLevel, "settling message failed; it will be redelivered and dropped as stale", zap.Error(err))
 	}
 }
 
@@ -496,14 +498,15 @@ func (w *Worker) settle(d Delivery, log *taskLogger, op func(context.Context) er
 // (a sentinel of this package); store outages are waited out with backoff
 // until stop ends. op does not get stop's cancellation, so a stopping
 // worker still records what it can; the store's own timeouts bound a call.
-func retryStore(stop context.Context, w *Worker, op func(context.Context) (*Task, error)) (*Task, error) {
+// Each failed try is logged at error level with the task's fields.
+func retryStore(stop context.Context, log *taskLogger, op func(context.Context) (*Task, error)) (*Task, error) {
 	backoff := 50 * time.Millisecond
 	for {
 		t, err := op(context.WithoutCancel(stop))
 		if err == nil || definite(err) {
 			return t, err
 		}
-		w.log.Warn("store unavailable; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		log.log(zap.ErrorLevel, "store unavailable; retrying", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-stop.Done():
 			return nil, err
@@ -539,7 +542,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 		canceled, err := w.s.store.Heartbeat(hctx, info, 3*w.cfg.heartbeat)
 		cancel()
 		if err != nil && ctx.Err() == nil {
-			w.log.Warn("heartbeat failed", zap.Error(err))
+			w.log.Error("heartbeat failed", zap.Error(err))
 		}
 		for _, id := range canceled {
 			w.cancelTask(id)
@@ -572,7 +575,7 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 			continue
 		}
 		if err := w.s.sweep(ctx, now); err != nil && ctx.Err() == nil {
-			w.log.Warn("sweep failed", zap.Error(err))
+			w.log.Error("sweep failed", zap.Error(err))
 		}
 	}
 }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -84,17 +87,19 @@ func (b *Broker) publishAll(ctx context.Context, outs []outgoing) ([]error, erro
 	for i := range todo {
 		todo[i] = i
 	}
-	for len(todo) > 0 {
+	for round := 0; len(todo) > 0; round++ {
 		if err := b.publishRound(ctx, outs, todo, errs); err != nil {
 			return nil, err
 		}
 		next := todo[:0]
+		lost := false
 		for _, i := range todo {
 			var r *errRetry
 			if !errors.As(errs[i], &r) {
 				continue
 			}
 			if r.connLost {
+				lost = true
 				connTries[i]++
 				if connTries[i] <= maxConnResends {
 					next = append(next, i)
@@ -107,6 +112,16 @@ func (b *Broker) publishAll(ctx context.Context, outs []outgoing) ([]error, erro
 			}
 		}
 		todo = next
+		if lost && len(todo) > 0 {
+			// Give the client time to notice the broken connection and the
+			// supervisor time to replace it, rather than spending the
+			// resends on the same dead socket.
+			select {
+			case <-time.After(min(10*time.Millisecond<<min(round, 6), 500*time.Millisecond)):
+			case <-ctx.Done():
+				return nil, fmt.Errorf("rabbitmq: publish: %w", ctx.Err())
+			}
+		}
 	}
 	return errs, nil
 }
@@ -317,9 +332,18 @@ func (pc *pubChannel) send(ctx context.Context, s *session, o *outgoing, id stri
 		case <-pc.slots:
 		default:
 		}
-		return &errRetry{cause: err, connLost: !s.alive()}
+		return &errRetry{cause: err, connLost: !s.alive() || isNetErr(err)}
 	}
 	return nil
+}
+
+// isNetErr reports whether err comes from the connection's socket rather
+// than from the server: the connection is broken even if the client has
+// not noticed yet.
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, amqp.ErrClosed)
 }
 
 // pump settles publishes as their returns and confirms arrive, and fails

@@ -132,6 +132,28 @@ func (s *Store) lookup(id string) (*scheduler.Task, error) {
 	return t, nil
 }
 
+// update applies change to the task with id under the lock and returns a
+// copy of the result; change returns an error to refuse the transition.
+// Every transition refuses a terminal task unless allowTerminal.
+func (s *Store) update(ctx context.Context, id string, allowTerminal bool, change func(*scheduler.Task) error) (*scheduler.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	if !allowTerminal && t.State.Terminal() {
+		return nil, fmt.Errorf("%w: %s is %s", scheduler.ErrTaskFinished, id, t.State)
+	}
+	if err := change(t); err != nil {
+		return nil, err
+	}
+	return t.Clone(), nil
+}
+
 // Get implements scheduler.Store.
 func (s *Store) Get(ctx context.Context, id string) (*scheduler.Task, error) {
 	if err := ctx.Err(); err != nil {
@@ -162,119 +184,82 @@ func (s *Store) setState(t *scheduler.Task, st scheduler.State) {
 
 // Start implements scheduler.Store.
 func (s *Store) Start(ctx context.Context, id string, p scheduler.StartParams) (*scheduler.Task, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.lookup(id)
-	if err != nil {
-		return nil, err
-	}
-	if t.State.Terminal() {
-		return nil, fmt.Errorf("%w: %s is %s", scheduler.ErrTaskFinished, id, t.State)
-	}
-	fresh := t.State.Waiting() && t.Attempt == p.Attempt
-	takeover := p.Redelivered && (t.State == scheduler.StateRunning || t.State == scheduler.StatePending) &&
-		t.Attempt > p.Attempt && s.driving[id] == p.Attempt
-	if !fresh && !takeover {
-		return nil, fmt.Errorf("%w: %s is %s at attempt %d, message for attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
-	}
-	s.setState(t, scheduler.StateRunning)
-	s.driving[id] = p.Attempt
-	t.Attempt++
-	t.StartedAt = p.Now
-	t.WorkerID = p.WorkerID
-	delete(s.outbox, id)
-	return t.Clone(), nil
+	return s.update(ctx, id, false, func(t *scheduler.Task) error {
+		fresh := t.State.Waiting() && t.Attempt == p.Attempt
+		takeover := p.Redelivered && (t.State == scheduler.StateRunning || t.State == scheduler.StatePending) &&
+			t.Attempt > p.Attempt && s.driving[id] == p.Attempt
+		if !fresh && !takeover {
+			return fmt.Errorf("%w: %s is %s at attempt %d, message for attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
+		}
+		s.setState(t, scheduler.StateRunning)
+		s.driving[id] = p.Attempt
+		t.Attempt++
+		t.StartedAt = p.Now
+		t.WorkerID = p.WorkerID
+		delete(s.outbox, id)
+		return nil
+	})
 }
 
 // Finish implements scheduler.Store.
 func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams) (*scheduler.Task, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	switch p.State {
 	case scheduler.StateSucceeded, scheduler.StateDead, scheduler.StateRetrying, scheduler.StateScheduled, scheduler.StatePending:
 	default:
 		return nil, &scheduler.ValidationError{Field: "state", Reason: fmt.Sprintf("cannot finish an attempt as %q", p.State)}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.lookup(id)
-	if err != nil {
-		return nil, err
-	}
-	if t.State.Terminal() {
-		return nil, fmt.Errorf("%w: %s is %s", scheduler.ErrTaskFinished, id, t.State)
-	}
-	if t.State != scheduler.StateRunning || t.Attempt != p.Attempt {
-		return nil, fmt.Errorf("%w: %s is %s at attempt %d, finishing attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
-	}
-	if p.Error != "" {
-		t.LastError = p.Error
-	}
-	t.MaxRetries += p.AddRetries
-	switch p.State {
-	case scheduler.StateSucceeded:
-		t.Result = append([]byte(nil), p.Result...)
-		t.FinishedAt = p.Now
-	case scheduler.StateDead:
-		t.FinishedAt = p.Now
-	case scheduler.StateRetrying, scheduler.StateScheduled:
-		t.RunAt = p.RunAt
-		s.outbox[id] = p.RunAt
-	}
-	s.setState(t, p.State)
-	return t.Clone(), nil
+	return s.update(ctx, id, false, func(t *scheduler.Task) error {
+		if t.State != scheduler.StateRunning || t.Attempt != p.Attempt {
+			return fmt.Errorf("%w: %s is %s at attempt %d, finishing attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
+		}
+		if p.Error != "" {
+			t.LastError = p.Error
+		}
+		t.MaxRetries += p.AddRetries
+		switch p.State {
+		case scheduler.StateSucceeded:
+			t.Result = append([]byte(nil), p.Result...)
+			t.FinishedAt = p.Now
+		case scheduler.StateDead:
+			t.FinishedAt = p.Now
+		case scheduler.StateRetrying, scheduler.StateScheduled:
+			t.RunAt = p.RunAt
+			s.outbox[id] = p.RunAt
+		}
+		s.setState(t, p.State)
+		return nil
+	})
 }
 
 // Cancel implements scheduler.Store.
 func (s *Store) Cancel(ctx context.Context, id string, p scheduler.CancelParams) (*scheduler.Task, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.lookup(id)
-	if err != nil {
-		return nil, err
-	}
-	if t.State.Terminal() {
-		return nil, fmt.Errorf("%w: %s is %s", scheduler.ErrTaskFinished, id, t.State)
-	}
-	if p.OnlyUnstarted && (t.Attempt != 0 || !(t.State == scheduler.StatePending || t.State == scheduler.StateScheduled)) {
-		return nil, fmt.Errorf("%w: %s already started", scheduler.ErrStaleAttempt, id)
-	}
-	if t.State == scheduler.StateRunning && t.WorkerID != "" {
-		s.cancels[t.WorkerID] = append(s.cancels[t.WorkerID], id)
-	}
-	t.LastError = p.Reason
-	t.FinishedAt = p.Now
-	s.setState(t, scheduler.StateCanceled)
-	return t.Clone(), nil
+	return s.update(ctx, id, false, func(t *scheduler.Task) error {
+		if p.OnlyUnstarted && (t.Attempt != 0 || !(t.State == scheduler.StatePending || t.State == scheduler.StateScheduled)) {
+			return fmt.Errorf("%w: %s already started", scheduler.ErrStaleAttempt, id)
+		}
+		if t.State == scheduler.StateRunning && t.WorkerID != "" {
+			s.cancels[t.WorkerID] = append(s.cancels[t.WorkerID], id)
+		}
+		t.LastError = p.Reason
+		t.FinishedAt = p.Now
+		s.setState(t, scheduler.StateCanceled)
+		return nil
+	})
 }
 
 // Retry implements scheduler.Store.
 func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*scheduler.Task, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.lookup(id)
-	if err != nil {
-		return nil, err
-	}
-	if t.State != scheduler.StateDead && t.State != scheduler.StateCanceled {
-		return nil, fmt.Errorf("%w: %s is %s", scheduler.ErrNotRetryable, id, t.State)
-	}
-	s.setState(t, scheduler.StatePending)
-	t.MaxRetries += t.Attempt
-	t.FinishedAt = time.Time{}
-	t.RunAt = now
-	s.outbox[id] = now
-	return t.Clone(), nil
+	return s.update(ctx, id, true, func(t *scheduler.Task) error {
+		if t.State != scheduler.StateDead && t.State != scheduler.StateCanceled {
+			return fmt.Errorf("%w: %s is %s", scheduler.ErrNotRetryable, id, t.State)
+		}
+		s.setState(t, scheduler.StatePending)
+		t.MaxRetries += t.Attempt
+		t.FinishedAt = time.Time{}
+		t.RunAt = now
+		s.outbox[id] = now
+		return nil
+	})
 }
 
 // Outbox implements scheduler.Store.
