@@ -131,9 +131,13 @@ func (b *Broker) publishAll(ctx context.Context, outs []outgoing) ([]error, erro
 // closes before every outcome is known.
 func (b *Broker) publishRound(ctx context.Context, outs []outgoing, todo []int, errs []error) error {
 	bt := &batch{errs: errs, left: len(todo), done: make(chan struct{})}
+	// One channel for the whole round: RabbitMQ keeps the order of one
+	// channel's publishes, so a call's messages of one priority are
+	// delivered in the order given. Calls take turns over the channels.
+	lane := b.rr.Add(1)
 	for _, i := range todo {
 		errs[i] = nil
-		err := b.publishOne(ctx, &outs[i], func(err error) { bt.complete(i, err) })
+		err := b.publishOne(ctx, &outs[i], lane, func(err error) { bt.complete(i, err) })
 		if err != nil {
 			var r *errRetry
 			if !errors.As(err, &r) {
@@ -152,9 +156,10 @@ func (b *Broker) publishRound(ctx context.Context, outs []outgoing, todo []int, 
 	}
 }
 
-// publishOne sends o on a publishing channel of the current connection;
-// done receives its outcome unless publishOne returns an error.
-func (b *Broker) publishOne(ctx context.Context, o *outgoing, done func(error)) error {
+// publishOne sends o on publishing channel lane (modulo their number) of
+// the current connection; done receives its outcome unless publishOne
+// returns an error.
+func (b *Broker) publishOne(ctx context.Context, o *outgoing, lane uint64, done func(error)) error {
 	s, err := b.waitSession(ctx, nil)
 	if err != nil {
 		return err
@@ -167,7 +172,7 @@ func (b *Broker) publishOne(ctx context.Context, o *outgoing, done func(error)) 
 			return b.retryIfLost(s, "declare delay cascade", err)
 		}
 	}
-	pc, err := s.pub(int(b.rr.Add(1) % uint64(len(s.pubs))))
+	pc, err := s.pub(int(lane % uint64(len(s.pubs))))
 	if err != nil {
 		return b.retryIfLost(s, "open publishing channel", err)
 	}
