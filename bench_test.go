@@ -81,8 +81,6 @@ func durableBackend() backend {
 	}}
 }
 
-func backends() []backend { return []backend{memoryBackend(), durableBackend()} }
-
 // cleanupRabbitMQ deletes the queues and exchange the broker declared for
 // the default queue.
 func cleanupRabbitMQ(b *testing.B, url, prefix string) {

@@ -85,8 +85,10 @@
 //
 // # Publishing
 //
-// Publish declares what it needs, then publishes every message on one of
-// WithPublishChannels confirm-mode channels shared by all callers, keeping
+// Publish declares what it needs, then publishes its messages on one of
+// WithPublishChannels confirm-mode channels shared by all callers (one
+// channel per call, so a call's messages of one priority arrive in the
+// order given; calls take turns over the channels), keeping
 // up to WithConfirmWindow messages per channel in flight (publisher confirms
 // are pipelined, not one round trip per message), and returns nil only once
 // RabbitMQ has confirmed all of them. Messages are mandatory: one that no
@@ -102,7 +104,8 @@
 //
 // # Wire form
 //
-// A message is a persistent AMQP message with content type
+// A message is a persistent AMQP message (transient with
+// WithTransientMessages, see there for the trade-off) with content type
 // application/json, type "scheduler.message.v1", priority
 // Message.Priority and the body
 //
@@ -128,8 +131,15 @@
 // Ack is basic.ack; Requeue is basic.nack with requeue (the message goes
 // back by priority, Redelivered true); DeadLetter publishes a copy to the
 // dead-letter queue with the reason, waits for its confirm and then acks.
-// An ack is not confirmed by AMQP: if the connection is cut right after Ack
-// returned, the message may still come again, with Redelivered true.
+// Acks are coalesced per channel: an Ack that completes the run of settled
+// deliveries from the oldest outstanding one goes out at once as a single
+// basic.ack with multiple set for the whole run; an Ack behind an older
+// unsettled delivery waits at most 2 ms for it, then goes out alone, and
+// closing the consumer sends the waiting ones first. Requeues and the
+// consumer's own acks are written before they are recorded, so a multiple
+// ack never covers a delivery settled otherwise. An ack is not confirmed by
+// AMQP: if the connection is cut right after Ack returned, the message may
+// still come again, with Redelivered true.
 //
 // # Reconnection
 //

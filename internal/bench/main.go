@@ -31,20 +31,21 @@ import (
 )
 
 type config struct {
-	redisAddr   string
-	amqpURL     string
-	asynqDB     int
-	tasks       int
-	rounds      int
-	producers   int
-	concurrency int
-	rate        int
-	steady      time.Duration
-	memTasks    int
-	systems     string
-	cpuprofile  string
-	short       bool
-	transient   bool
+	redisAddr    string
+	amqpURL      string
+	asynqDB      int
+	tasks        int
+	rounds       int
+	steadyRounds int
+	producers    int
+	concurrency  int
+	rate         int
+	steady       time.Duration
+	memTasks     int
+	systems      string
+	cpuprofile   string
+	short        bool
+	transient    bool
 }
 
 // instance is one running system.
@@ -76,7 +77,8 @@ func main() {
 	flag.IntVar(&cfg.producers, "producers", 128, "concurrent submitting goroutines")
 	flag.IntVar(&cfg.concurrency, "concurrency", 64, "worker concurrency")
 	flag.IntVar(&cfg.rate, "rate", 500, "tasks/s of the steady-rate latency run")
-	flag.DurationVar(&cfg.steady, "steady", 10*time.Second, "length of the steady-rate run")
+	flag.DurationVar(&cfg.steady, "steady", 10*time.Second, "length of each steady-rate run")
+	flag.IntVar(&cfg.steadyRounds, "steady-rounds", 3, "rounds of steady-rate runs")
 	flag.IntVar(&cfg.memTasks, "mem-tasks", 10000, "queued tasks for the memory figures")
 	flag.StringVar(&cfg.systems, "systems", "raw,asynq,durable,memory", "systems to run: raw, asynq, durable, transient, memory")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of this process to the file")
@@ -84,7 +86,7 @@ func main() {
 	flag.BoolVar(&cfg.transient, "transient", false, "also run the scheduler with transient messages (same as adding transient to -systems)")
 	flag.Parse()
 	if cfg.short {
-		cfg.tasks, cfg.rounds, cfg.steady, cfg.memTasks = 1000, 1, time.Second, 1000
+		cfg.tasks, cfg.rounds, cfg.steady, cfg.steadyRounds, cfg.memTasks = 1000, 1, time.Second, 1, 1000
 	}
 	if cfg.transient && !strings.Contains(cfg.systems, "transient") {
 		cfg.systems += ",transient"
@@ -158,24 +160,34 @@ func run(cfg *config) error {
 	}
 	printThroughput(systems, res, cpu)
 
-	// Latency at a steady rate, one system after the other.
-	fmt.Printf("\n## Latency at a steady %d tasks/s (%s, submit to done)\n\n", cfg.rate, cfg.steady)
+	// Latency at a steady rate, interleaved like the throughput runs.
+	fmt.Printf("\n## Latency at a steady %d tasks/s (%s per run, submit to done, median of %d rounds)\n\n", cfg.rate, cfg.steady, cfg.steadyRounds)
+	p50s, p99s, maxs := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
+	for r := range cfg.steadyRounds {
+		for i := range systems {
+			s := systems[(i+r)%len(systems)]
+			out, err := steady(ctx, cfg, s)
+			if err != nil {
+				return fmt.Errorf("%s steady: %w", s.name, err)
+			}
+			p50s[s.key] = append(p50s[s.key], out.pct(0.5))
+			p99s[s.key] = append(p99s[s.key], out.pct(0.99))
+			maxs[s.key] = append(maxs[s.key], out.pct(1))
+			fmt.Fprintf(os.Stderr, "steady round %d %-40s p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms\n", r+1, s.name, out.pct(0.5), out.pct(0.99), out.pct(1))
+		}
+	}
 	fmt.Println("| system | p50 ms | p99 ms | max ms | p99 / raw p99 |")
 	fmt.Println("|---|---:|---:|---:|---:|")
-	var rawP99 float64
 	for _, s := range systems {
-		out, err := steady(ctx, cfg, s)
-		if err != nil {
-			return fmt.Errorf("%s steady: %w", s.name, err)
-		}
-		if s.key == "raw" {
-			rawP99 = out.pct(0.99)
-		}
 		ratio := "—"
-		if rawP99 > 0 {
-			ratio = fmt.Sprintf("%.2f", out.pct(0.99)/rawP99)
+		if raw := p99s["raw"]; len(raw) > 0 {
+			var rs []float64
+			for i := range min(len(raw), len(p99s[s.key])) {
+				rs = append(rs, p99s[s.key][i]/raw[i])
+			}
+			ratio = fmt.Sprintf("%.2f", median(rs))
 		}
-		fmt.Printf("| %s | %.2f | %.2f | %.2f | %s |\n", s.name, out.pct(0.5), out.pct(0.99), out.pct(1), ratio)
+		fmt.Printf("| %s | %.2f | %.2f | %.2f | %s |\n", s.name, median(p50s[s.key]), median(p99s[s.key]), median(maxs[s.key]), ratio)
 	}
 
 	// Memory of queued tasks.

@@ -29,7 +29,6 @@ type ours struct {
 	amqpURL string
 	stop    context.CancelFunc
 	stopped chan struct{}
-	known   bool // the broker declared the work queue
 }
 
 // observer counts succeeded tasks into a recorder; the payload carries the
@@ -38,7 +37,8 @@ type observer struct{ rec *recorder }
 
 func (o observer) Observe(e scheduler.Event) {
 	if e.Kind == scheduler.EventSucceeded && o.rec != nil {
-		o.rec.add(submitTime(e.Task.Payload), e.Time)
+		// Now, not e.Time: the event comes once the outcome is stored.
+		o.rec.add(submitTime(e.Task.Payload), time.Now())
 	}
 }
 
@@ -113,24 +113,6 @@ func startOurs(ctx context.Context, cfg *config, rec *recorder, work, durable bo
 func (o *ours) submit(ctx context.Context, payload []byte) error {
 	_, err := o.sched.Submit(ctx, "noop", payload)
 	return err
-}
-
-// submitMany submits a batch with SubmitMany.
-func (o *ours) submitMany(ctx context.Context, payloads [][]byte) error {
-	reqs := make([]scheduler.Request, len(payloads))
-	for i, p := range payloads {
-		reqs[i] = scheduler.Request{Type: "noop", Payload: p}
-	}
-	res, err := o.sched.SubmitMany(ctx, reqs)
-	if err != nil {
-		return err
-	}
-	for _, r := range res {
-		if r.Err != nil {
-			return r.Err
-		}
-	}
-	return nil
 }
 
 func (o *ours) memory(ctx context.Context) (int64, error) {

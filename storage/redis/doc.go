@@ -57,7 +57,12 @@
 // Create, Start, Finish, Cancel, Retry and Purge are one Lua script each
 // (Create one per batch of up to 500 tasks): one round trip that checks the
 // fence of scheduler.Store (state and attempt) and changes the record and
-// every index entry together, or changes nothing. Listing indexes,
+// every index entry together, or changes nothing. Concurrent Start and
+// Finish calls of one Store (a worker's slots) share script calls: a call
+// that finds fewer than four batches running runs at once; calls arriving
+// meanwhile wait for the next batch (up to 128 transitions), which one
+// script runs in order, fencing each transition on its own exactly as if it
+// ran alone. A lone call never waits. Listing indexes,
 // Counts, the outbox, the finished index and unique keys therefore always
 // agree with the records. Purge deletes a record and its index entries in
 // the same script, so retention leaves no orphans behind.
@@ -68,8 +73,11 @@
 // TTL of the replay window, in the same script; a second run finds it and
 // answers as the first did (Create, Heartbeat and Purge with the saved
 // reply, transitions with the task as it is now) without applying anything
-// again. A call refused by its fence records nothing, so its resend is
-// refused the same way. Claim stores its caller's token as the claim, so a
+// again. A batch of starts and finishes records the outcome of each under
+// its one token: a resent batch answers the transitions that applied with
+// the task as it is now and refuses the others as the first run did. A
+// single Cancel or Retry refused by its fence records nothing, so its
+// resend is refused the same way. Claim stores its caller's token as the claim, so a
 // resent Claim still wins. The replay window must cover the client's whole
 // retry span.
 //
