@@ -7,6 +7,19 @@
 //	go run . -short                      # a few seconds, a smoke test
 //	go run .                             # the figures of docs/PERFORMANCE.md
 //
+// The systems (-systems):
+//
+//	raw        a hand-written pipeline on the bare clients: producer SETs the
+//	           record pending, publishes a persistent message to a priority
+//	           queue and waits for its confirm; consumer SETs running, SETs
+//	           succeeded, acks
+//	rabbitmq   the same without the Redis writes: RabbitMQ alone, the ceiling
+//	           of any design that sends one message per task
+//	asynq      hibiken/asynq v0.26 on the same Redis (its own database)
+//	durable    the scheduler on RabbitMQ (persistent messages) and Redis
+//	transient  the same with rabbitmq.WithTransientMessages
+//	memory     the scheduler on the memory backends
+//
 // Every system runs the same number of tasks with the same no-op handler
 // and the same worker concurrency, submitted by the same number of
 // concurrent producers; the systems take turns, in a rotating order, for
@@ -80,16 +93,12 @@ func main() {
 	flag.DurationVar(&cfg.steady, "steady", 10*time.Second, "length of each steady-rate run")
 	flag.IntVar(&cfg.steadyRounds, "steady-rounds", 3, "rounds of steady-rate runs")
 	flag.IntVar(&cfg.memTasks, "mem-tasks", 10000, "queued tasks for the memory figures")
-	flag.StringVar(&cfg.systems, "systems", "raw,asynq,durable,memory", "systems to run: raw, asynq, durable, transient, memory")
+	flag.StringVar(&cfg.systems, "systems", "raw,rabbitmq,asynq,durable,transient,memory", "systems to run, of: raw, rabbitmq, asynq, durable, transient, memory")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of this process to the file")
 	flag.BoolVar(&cfg.short, "short", false, "a few seconds: 1 round of 1000 tasks, 1 s steady run, 1000 queued tasks")
-	flag.BoolVar(&cfg.transient, "transient", false, "also run the scheduler with transient messages (same as adding transient to -systems)")
 	flag.Parse()
 	if cfg.short {
 		cfg.tasks, cfg.rounds, cfg.steady, cfg.steadyRounds, cfg.memTasks = 1000, 1, time.Second, 1, 1000
-	}
-	if cfg.transient && !strings.Contains(cfg.systems, "transient") {
-		cfg.systems += ",transient"
 	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -107,6 +116,7 @@ func envOr(k, def string) string {
 func allSystems() []system {
 	return []system{
 		{name: "raw pipeline (RabbitMQ + Redis)", key: "raw", start: startRaw, redis: true},
+		{name: "RabbitMQ alone (no store)", key: "rabbitmq", start: startRabbitMQOnly, redis: true},
 		{name: "asynq v0.26 (Redis)", key: "asynq", start: startAsynq, redis: true},
 		{name: "scheduler, RabbitMQ + Redis (durable)", key: "durable", start: startOursDurable(false), redis: true},
 		{name: "scheduler, RabbitMQ transient + Redis", key: "transient", start: startOursDurable(true), redis: true},
@@ -195,7 +205,7 @@ func run(cfg *config) error {
 	fmt.Println("| system | bytes per task | measured as |")
 	fmt.Println("|---|---:|---|")
 	for _, s := range systems {
-		if s.key == "transient" {
+		if s.key == "transient" || s.key == "rabbitmq" {
 			continue
 		}
 		n, err := memoryPerTask(ctx, cfg, s)

@@ -21,16 +21,17 @@ import (
 // Publishes share rawChannels confirm-mode channels; each caller waits for
 // the confirm of its own message, so confirms are pipelined across callers.
 type raw struct {
-	cfg    *config
-	rdb    *redis.Client
-	conn   *amqp.Connection
-	queue  string
-	prefix string
-	pubs   []*rawPub
-	next   atomic.Uint64
-	cons   *amqp.Channel
-	wg     sync.WaitGroup
-	record []byte
+	cfg     *config
+	noStore bool // RabbitMQ alone: no Redis writes at all
+	rdb     *redis.Client
+	conn    *amqp.Connection
+	queue   string
+	prefix  string
+	pubs    []*rawPub
+	next    atomic.Uint64
+	cons    *amqp.Channel
+	wg      sync.WaitGroup
+	record  []byte
 }
 
 const rawChannels = 2
@@ -41,10 +42,22 @@ type rawPub struct {
 }
 
 func startRaw(ctx context.Context, cfg *config, rec *recorder, work bool) (instance, error) {
+	return newRaw(ctx, cfg, rec, work, false)
+}
+
+// startRabbitMQOnly is the raw pipeline without its Redis writes: what
+// RabbitMQ alone (persistent messages to a priority queue, confirms, acks)
+// allows on the machine, the ceiling of any design with one message per
+// task.
+func startRabbitMQOnly(ctx context.Context, cfg *config, rec *recorder, work bool) (instance, error) {
+	return newRaw(ctx, cfg, rec, work, true)
+}
+
+func newRaw(ctx context.Context, cfg *config, rec *recorder, work, noStore bool) (instance, error) {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
-	r := &raw{cfg: cfg, queue: "bench-raw-" + id, prefix: "{bench-raw-" + id + "}:t:"}
+	r := &raw{cfg: cfg, queue: "bench-raw-" + id, prefix: "{bench-raw-" + id + "}:t:", noStore: noStore}
 	r.record = sampleRecord()
 	r.rdb = redis.NewClient(&redis.Options{Addr: cfg.redisAddr, PoolSize: 4 * cfg.producers})
 	conn, err := amqp.Dial(cfg.amqpURL)
@@ -86,6 +99,11 @@ func startRaw(ctx context.Context, cfg *config, rec *recorder, work bool) (insta
 		for range cfg.concurrency {
 			r.wg.Go(func() {
 				for d := range dels {
+					if r.noStore {
+						rec.add(submitTime(d.Body), time.Now())
+						_ = d.Ack(false)
+						continue
+					}
 					key := r.prefix + d.MessageId
 					if err := r.rdb.Set(ctx, key, r.record, 0).Err(); err != nil {
 						fmt.Println("raw: set running:", err)
@@ -104,8 +122,10 @@ func startRaw(ctx context.Context, cfg *config, rec *recorder, work bool) (insta
 
 func (r *raw) submit(ctx context.Context, payload []byte) error {
 	id := strconv.FormatUint(r.next.Add(1), 36)
-	if err := r.rdb.Set(ctx, r.prefix+id, r.record, 0).Err(); err != nil {
-		return err
+	if !r.noStore {
+		if err := r.rdb.Set(ctx, r.prefix+id, r.record, 0).Err(); err != nil {
+			return err
+		}
 	}
 	p := r.pubs[int(r.next.Load())%len(r.pubs)]
 	p.mu.Lock()
