@@ -251,31 +251,57 @@ func BenchmarkEndToEndDurable(b *testing.B) { benchEndToEnd(b, durableBackend())
 
 func benchEndToEnd(b *testing.B, be backend) {
 	for _, conc := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			sched, dc := setup(b, be, conc, b.N)
-			payload := []byte(`{"n":1}`)
-			ctx := context.Background()
-			b.ResetTimer()
-			start := time.Now()
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			for range submitters {
-				wg.Go(func() {
-					for next.Add(1) <= int64(b.N) {
-						if _, err := sched.Submit(ctx, "noop", payload); err != nil {
-							b.Error(err)
-							return
-						}
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) { endToEnd(b, be, conc, 1) })
+	}
+	// The same with the tasks submitted by SubmitMany, 100 at a time.
+	b.Run("concurrency=64/batch=100", func(b *testing.B) { endToEnd(b, be, 64, 100) })
+}
+
+func endToEnd(b *testing.B, be backend, conc, batch int) {
+	sched, dc := setup(b, be, conc, b.N)
+	payload := []byte(`{"n":1}`)
+	reqs := make([]scheduler.Request, batch)
+	for i := range reqs {
+		reqs[i] = scheduler.Request{Type: "noop", Payload: payload}
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range submitters {
+		wg.Go(func() {
+			for {
+				n := min(int64(batch), int64(b.N)-next.Add(int64(batch))+int64(batch))
+				if n <= 0 {
+					return
+				}
+				if batch == 1 {
+					if _, err := sched.Submit(ctx, "noop", payload); err != nil {
+						b.Error(err)
+						return
 					}
-				})
+					continue
+				}
+				res, err := sched.SubmitMany(ctx, reqs[:n])
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				for _, r := range res {
+					if r.Err != nil {
+						b.Error(r.Err)
+						return
+					}
+				}
 			}
-			wg.Wait()
-			dc.wait(b)
-			elapsed := time.Since(start)
-			b.StopTimer()
-			dc.report(b, elapsed)
 		})
 	}
+	wg.Wait()
+	dc.wait(b)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	dc.report(b, elapsed)
 }
 
 // BenchmarkSubmitMemory measures Submit alone (store write and publish, no
@@ -388,4 +414,48 @@ func benchSteady(b *testing.B, be backend) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	dc.report(b, elapsed)
+}
+
+// BenchmarkDrainMemory measures the worker side alone: b.N tasks wait in
+// the queue (submitted with SubmitMany before the clock starts), then a
+// worker of concurrency 64 runs them all.
+func BenchmarkDrainMemory(b *testing.B) { benchDrain(b, memoryBackend()) }
+
+// BenchmarkDrainDurable is BenchmarkDrainMemory on RabbitMQ and Redis.
+func BenchmarkDrainDurable(b *testing.B) { benchDrain(b, durableBackend()) }
+
+func benchDrain(b *testing.B, be backend) {
+	br, st := be.new(b)
+	dc := newDoneCounter(b.N)
+	sched, err := scheduler.New(br, st, scheduler.WithObserver(dc), scheduler.WithRetention(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sched.Close()
+	ctx := context.Background()
+	reqs := make([]scheduler.Request, 500)
+	for i := range reqs {
+		reqs[i] = scheduler.Request{Type: "noop"}
+	}
+	for i := 0; i < b.N; i += len(reqs) {
+		if _, err := sched.SubmitMany(ctx, reqs[:min(len(reqs), b.N-i)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w, err := sched.NewWorker(scheduler.WithConcurrency(64))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.Handle("noop", func(context.Context, *scheduler.Task) error { return nil })
+	wctx, cancel := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	b.ResetTimer()
+	start := time.Now()
+	go func() { _ = w.Run(wctx); close(stopped) }()
+	dc.wait(b)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cancel()
+	<-stopped
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "tasks/s")
 }
