@@ -12,6 +12,7 @@ package coalesce
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -105,6 +106,19 @@ func (g *Group[Req, Res]) takeLocked() []*call[Req, Res] {
 	return batch
 }
 
+// kick starts a batch for waiting calls if a batch slot is free.
+func (g *Group[Req, Res]) kick() {
+	g.mu.Lock()
+	if len(g.queue) == 0 || g.inFlight >= g.MaxInFlight {
+		g.mu.Unlock()
+		return
+	}
+	g.inFlight++
+	next := g.takeLocked()
+	g.mu.Unlock()
+	next[0].lead <- next
+}
+
 // runAndHandOff runs batch, then gives the next batch, if calls wait, to
 // the first of them; the batch slot passes with it.
 func (g *Group[Req, Res]) runAndHandOff(batch []*call[Req, Res]) {
@@ -126,7 +140,27 @@ func (g *Group[Req, Res]) run(batch []*call[Req, Res]) {
 	for i, c := range batch {
 		reqs[i] = c.req
 	}
-	res, err := g.Run(ctx, reqs)
+	var res []Res
+	var err error
+	func() {
+		// A panicking Run fails the whole batch instead of leaving its
+		// other calls waiting forever; the panic goes on in this call.
+		defer func() {
+			if v := recover(); v != nil {
+				stop()
+				for _, c := range batch {
+					c.err = fmt.Errorf("coalesce: batch panicked: %v", v)
+					close(c.done)
+				}
+				g.mu.Lock()
+				g.inFlight--
+				g.mu.Unlock()
+				g.kick()
+				panic(v)
+			}
+		}()
+		res, err = g.Run(ctx, reqs)
+	}()
 	stop()
 	for i, c := range batch {
 		if err != nil {

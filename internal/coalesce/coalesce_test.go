@@ -136,3 +136,39 @@ func TestContext(t *testing.T) {
 	cancelB()
 	require.Eventually(t, func() bool { return bc.Err() != nil }, 5*time.Second, time.Millisecond)
 }
+
+// A panicking batch fails its other calls and lets later calls run; the
+// panic goes on in the call that ran the batch.
+func TestPanic(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	g := &Group[int, int]{MaxBatch: 4, MaxInFlight: 1,
+		Run: func(_ context.Context, reqs []int) ([]int, error) {
+			if reqs[0] == 0 {
+				<-release
+				return []int{0}, nil
+			}
+			if reqs[0] == 1 {
+				panic("boom")
+			}
+			return make([]int, len(reqs)), nil
+		}}
+	first := make(chan struct{})
+	go func() { _, _ = g.Do(context.Background(), 0); close(first) }()
+	require.Eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.inFlight == 1 }, 5*time.Second, time.Millisecond)
+	panicked := make(chan any, 1)
+	other := make(chan error, 1)
+	go func() {
+		defer func() { panicked <- recover() }()
+		_, _ = g.Do(context.Background(), 1)
+	}()
+	require.Eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 1 }, 5*time.Second, time.Millisecond)
+	go func() { _, err := g.Do(context.Background(), 2); other <- err }()
+	require.Eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 2 }, 5*time.Second, time.Millisecond)
+	close(release)
+	<-first
+	require.Equal(t, "boom", <-panicked)
+	require.ErrorContains(t, <-other, "panicked")
+	_, err := g.Do(context.Background(), 3)
+	require.NoError(t, err, "the group works on")
+}
