@@ -237,12 +237,9 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 	if perr := s.broker.Publish(ctx, msgs...); perr != nil {
 		s.abort(ctx, tasks, created, res, perr)
 	}
-	sent := msgs[:0:0]
+	var sent []Message
 	for j, i := range created {
 		if res[i].Err == nil {
-			if sent == nil {
-				sent = make([]Message, 0, len(created))
-			}
 			sent = append(sent, msgs[j])
 			if ce := s.log.Check(zap.DebugLevel, "task submitted"); ce != nil {
 				ce.Write(taskFields(tasks[i])...)

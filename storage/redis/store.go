@@ -283,7 +283,7 @@ func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*scheduler
 func (s *Store) transition1(ctx context.Context, op transitionOp) (*scheduler.Task, error) {
 	r, err := s.transitions.Do(ctx, op)
 	if err != nil {
-		if ctx.Err() != nil && !strings.HasPrefix(err.Error(), "redisstore:") {
+		if err == ctx.Err() { // ctx ended before its batch started
 			return nil, fmt.Errorf("redisstore: %s %s: %w", op.name, op.id, err)
 		}
 		return nil, err
@@ -328,7 +328,7 @@ func (s *Store) transitionBatch(ctx context.Context, ops []transitionOp) ([]tran
 	}
 	out := make([]transitionResult, len(ops))
 	for i, op := range ops {
-		out[i].t, out[i].err = s.transitionResult(op.name, op.id, reply[2*i:2*i+2])
+		out[i].t, out[i].err = s.decodeTransition(op.name, op.id, reply[2*i:2*i+2])
 	}
 	return out, nil
 }
@@ -339,8 +339,8 @@ type transitionResult struct {
 	err error
 }
 
-// transitionResult decodes the {status, record} reply of one transition.
-func (s *Store) transitionResult(op, id string, reply []any) (*scheduler.Task, error) {
+// decodeTransition decodes the {status, record} reply of one transition.
+func (s *Store) decodeTransition(op, id string, reply []any) (*scheduler.Task, error) {
 	status, rec, err := statusReply(reply)
 	if err != nil {
 		return nil, err
@@ -365,7 +365,7 @@ func (s *Store) transition(ctx context.Context, sc *redis.Script, op, id string,
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: %s %s: %w", op, id, err)
 	}
-	return s.transitionResult(op, id, reply)
+	return s.decodeTransition(op, id, reply)
 }
 
 // Outbox returns up to limit tasks that entered the outbox before
