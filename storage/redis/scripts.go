@@ -68,6 +68,7 @@ local function load(id)
     or type(v.priority) ~= 'number' or type(v.max_retries) ~= 'number' then
     return nil, 'corrupt'
   end
+  v.ct = nil
   return {v = v, tail = tail, id = id, state = v.state, attempt = v.attempt, queue = v.queue, type = v.type}
 end
 
@@ -120,37 +121,53 @@ local function release(r)
 end
 `
 
-// createScript: ARGV[4] = n, then per task: id, record, state, queue,
-// type, unique key, outbox score. A unique key is free when its holder is
-// gone or finished (in the finished index, which agrees with the records).
-// Replies {'ok'|'replay', holders}: holders is empty when every task was stored, else one
-// comma-separated entry per task, empty when stored, else the ID of the
-// task holding its ID or unique key. It is written without the prelude to
-// keep the hottest call lean.
+// createScript: KEYS[1] = the combination registry, KEYS[2] = the outbox,
+// then per task its record key, its listing index key and, when it has a
+// unique key, that key. ARGV[1] = namespace, ARGV[2] = n, then per task:
+// id, record, outbox score, "<queue>:<type>", has a unique key ('1'/'0').
+// A unique key is free when its holder is gone or finished. Replies
+// {'ok'|'replay', holders}: holders is empty when every task was stored,
+// else one comma-separated entry per task, empty when stored, else the ID
+// of the task holding its ID or unique key.
+//
+// It takes no operation marker: each new record carries the creating
+// call's token (member "ct", dropped by the first transition), so a task
+// whose record is already stored byte for byte is this call's own, written
+// by a first execution whose reply was lost, and counts as stored: a
+// resent call answers as the first did without writing anything twice. It is written without the prelude and with its
+// keys built by the client to keep the hottest call lean.
 const createScript = `
 local P = ARGV[1]
-local op = P .. ':op:' .. ARGV[2]
-if not redis.call('SET', op, '', 'NX', 'PX', ARGV[3]) then return {'replay', redis.call('GET', op) or ''} end
-local n = tonumber(ARGV[4])
-local res, dup = {}, false
+local n = tonumber(ARGV[2])
+local res, dup, replay, k = {}, false, false, 3
 for i = 0, n - 1 do
-  local b = 5 + i * 7
-  local id, js, uk = ARGV[b], ARGV[b + 1], ARGV[b + 5]
-  local holder, ukey = '', nil
-  if uk ~= '' then
-    ukey = P .. ':u:' .. uk
+  local b = 3 + i * 5
+  local id, js = ARGV[b], ARGV[b + 1]
+  local tkey, ikey, ukey = KEYS[k], KEYS[k + 1], nil
+  k = k + 2
+  if ARGV[b + 4] == '1' then
+    ukey = KEYS[k]
+    k = k + 1
+  end
+  local holder = ''
+  if ukey then
     local h = redis.call('GET', ukey)
-    if h and h ~= id and redis.call('EXISTS', P .. ':t:' .. h) == 1 and not redis.call('ZSCORE', P .. ':d', h) then
-      holder = h
+    if h and h ~= id then
+      local rec = redis.pcall('GET', P .. ':t:' .. h)
+      if type(rec) == 'string' then
+        local st = string.match(rec, '"state":"(%a+)"')
+        if st ~= 'succeeded' and st ~= 'dead' and st ~= 'canceled' then holder = h end
+      end
     end
   end
   if holder == '' then
-    if redis.call('SET', P .. ':t:' .. id, js, 'NX') then
-      local q, ty = ARGV[b + 3], ARGV[b + 4]
+    if redis.call('SET', tkey, js, 'NX') then
       if ukey then redis.call('SET', ukey, id) end
-      redis.call('ZADD', P .. ':i:' .. ARGV[b + 2] .. ':' .. q .. ':' .. ty, 0, id)
-      redis.call('SADD', P .. ':c', q .. ':' .. ty)
-      redis.call('ZADD', P .. ':o', ARGV[b + 6], id)
+      redis.call('ZADD', ikey, 0, id)
+      redis.call('SADD', KEYS[1], ARGV[b + 3])
+      redis.call('ZADD', KEYS[2], ARGV[b + 2], id)
+    elseif redis.call('GET', tkey) == js then
+      replay = true
     else
       holder = id
     end
@@ -158,10 +175,10 @@ for i = 0, n - 1 do
   if holder ~= '' then dup = true end
   res[#res + 1] = holder
 end
-if not dup then return {'ok', ''} end
-local out = table.concat(res, ',')
-redis.call('SET', op, out, 'PX', ARGV[3])
-return {'ok', out}
+local st = 'ok'
+if replay then st = 'replay' end
+if not dup then return {st, ''} end
+return {st, table.concat(res, ',')}
 `
 
 // luaStart moves a task to running for a message: id, the message's

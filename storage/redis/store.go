@@ -114,11 +114,19 @@ func (s *Store) read(ctx context.Context, sc *redis.Script, key string, args ...
 // gets a *scheduler.DuplicateError with ExistingID equal to its own ID.
 func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, error) {
 	type prepared struct {
-		t    *scheduler.Task
-		args []any
+		t     *scheduler.Task
+		js    []byte
+		ukey  string // "" without a unique key
+		combo string
+		rkey  string
+		ikey  string
+		score string
 	}
 	prep := make([]prepared, len(tasks))
-	ids := make(map[string]int, len(tasks))
+	var ids map[string]int
+	if len(tasks) > 1 {
+		ids = make(map[string]int, len(tasks))
+	}
 	for i, t := range tasks {
 		if t == nil {
 			return nil, fmt.Errorf("redisstore: task %d: %w", i, &scheduler.ValidationError{Field: "task", Reason: "nil task"})
@@ -126,30 +134,42 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 		if err := scheduler.ValidateNew(t); err != nil {
 			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID, err)
 		}
-		if j, dup := ids[t.ID]; dup {
-			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID,
-				&scheduler.ValidationError{Field: "id", Reason: fmt.Sprintf("same ID as task %d of the batch", j)})
+		if ids != nil {
+			if j, dup := ids[t.ID]; dup {
+				return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID,
+					&scheduler.ValidationError{Field: "id", Reason: fmt.Sprintf("same ID as task %d of the batch", j)})
+			}
+			ids[t.ID] = i
 		}
-		ids[t.ID] = i
 		js, err := record(t)
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID, err)
 		}
-		uk := ""
+		js = withCreateToken(js, s.token())
+		p := prepared{t: t, js: js, combo: t.Queue + ":" + t.Type, rkey: s.taskKey(t.ID), score: micros(t.RunAt)}
+		p.ikey = s.ns + ":i:" + string(t.State) + ":" + p.combo
 		if t.UniqueKey != "" {
-			uk = stored(t.UniqueKey)
+			p.ukey = s.ns + ":u:" + stored(t.UniqueKey)
 		}
-		prep[i] = prepared{t: t, args: []any{t.ID, js, string(t.State), t.Queue, t.Type, uk, micros(t.RunAt)}}
+		prep[i] = p
 	}
 	res := make([]error, len(tasks))
 	for start := 0; start < len(prep); start += createChunk {
 		chunk := prep[start:min(start+createChunk, len(prep))]
-		args := make([]any, 0, 4+7*len(chunk))
-		args = append(args, s.ns, s.token(), s.replayMS, len(chunk))
+		keys := make([]string, 0, 2+3*len(chunk))
+		keys = append(keys, s.ns+":c", s.ns+":o")
+		args := make([]any, 0, 2+5*len(chunk))
+		args = append(args, s.ns, len(chunk))
 		for _, p := range chunk {
-			args = append(args, p.args...)
+			keys = append(keys, p.rkey, p.ikey)
+			hasUK := "0"
+			if p.ukey != "" {
+				keys = append(keys, p.ukey)
+				hasUK = "1"
+			}
+			args = append(args, p.t.ID, p.js, p.score, p.combo, hasUK)
 		}
-		reply, err := createLua.Run(ctx, s.rdb, []string{s.ns + ":c"}, args...).Slice()
+		reply, err := createLua.Run(ctx, s.rdb, keys, args...).Slice()
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: create: %w", err)
 		}
@@ -696,6 +716,26 @@ func record(t *scheduler.Task) ([]byte, error) {
 	out = append(out, js[:len(js)-1]...)
 	out = append(out, tail...)
 	return append(out, '}'), nil
+}
+
+// withCreateToken adds the member "ct" holding the creating call's
+// operation token to a new record, before its payload: a Create that
+// go-redis resends finds its record byte for byte and knows it as its own,
+// while a second Create of the same task by any other call does not.
+// Start drops the member.
+func withCreateToken(js []byte, token string) []byte {
+	cut := len(js) - 1
+	for _, m := range []string{`,"payload`, `,"result`} {
+		if i := bytes.Index(js, []byte(m)); i >= 0 && i < cut {
+			cut = i
+		}
+	}
+	out := make([]byte, 0, len(js)+len(token)+8)
+	out = append(out, js[:cut]...)
+	out = append(out, `,"ct":"`...)
+	out = append(out, token...)
+	out = append(out, '"')
+	return append(out, js[cut:]...)
 }
 
 // resultMember encodes a result as Task.MarshalJSON does, as the member
