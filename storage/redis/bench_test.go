@@ -301,7 +301,7 @@ func BenchmarkEncodeRecord(b *testing.B) {
 	t := smallTask()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := record(t); err != nil {
+		if _, err := record(t, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -311,7 +311,7 @@ func BenchmarkEncodeRecord(b *testing.B) {
 // round trip.
 func BenchmarkDecodeRecord(b *testing.B) {
 	t := smallTask()
-	js, err := record(t)
+	js, err := record(t, "")
 	require.NoError(b, err)
 	s := &Store{ns: "{bench}"}
 	b.ReportAllocs()
@@ -373,7 +373,7 @@ func BenchmarkVsRaw(b *testing.B) {
 			tasks := smallTasks(b.N)
 			js := make([][]byte, b.N)
 			for i, t := range tasks {
-				js[i], _ = record(t)
+				js[i], _ = record(t, "")
 			}
 			if p.setup != nil {
 				p.setup(h, tasks)

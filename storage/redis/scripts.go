@@ -12,11 +12,11 @@ import "github.com/redis/go-redis/v9"
 // already recorded is a retry of a call that already applied (go-redis
 // resends a command whose reply was lost) and changes nothing.
 //
-// A task record is the JSON object of scheduler.Task with its payload and
-// result members moved last (JSON member order is free; the Go decoder does
-// not care). Everything before them, the head, holds only strings and
-// integers, and since a JSON string cannot contain an unescaped quote, the
-// first `,"payload` or `,"result` in the record is where the tail starts.
+// A task record (record.go, and the package doc) is a JSON object whose
+// payload and result members come last. Everything before them, the head,
+// holds only strings and integers, and since a JSON string cannot contain
+// an unescaped quote, the first `,"pl":`, `,"pl64":`, `,"rs":` or
+// `,"rs64":` in the record is where the tail starts.
 // Scripts decode the small head with cjson, change it, encode it again and
 // append the tail untouched: a payload or result is never decoded or
 // rewritten by a script, so it stays byte for byte what was stored.
@@ -42,11 +42,11 @@ local TERMINAL = {succeeded = true, dead = true, canceled = true}
 const luaRecord = `
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local VALID = {pending = true, scheduled = true, running = true, retrying = true, succeeded = true, dead = true, canceled = true}
-local HEAD = {'id', 'type', 'queue', 'priority', 'state', 'attempt', 'max_retries', 'timeout', 'run_at',
-  'created_at', 'started_at', 'finished_at', 'last_error', 'worker_id', 'unique_key', 'schedule', 'tick', 'msg_attempt'}
+local HEAD = {'t', 'q', 'p', 's', 'a', 'm', 'to', 'r', 'c', 'b', 'f', 'e', 'w', 'u', 'sc', 'tk', 'ma'}
 local KNOWN = {}
 for _, k in ipairs(HEAD) do KNOWN[k] = true end
-local INT = {priority = true, attempt = true, max_retries = true, msg_attempt = true}
+local INT = {p = true, a = true, m = true, ma = true}
+local TAILS = {',"pl":', ',"pl64":', ',"rs":', ',"rs64":'}
 
 -- load reads and decodes the record of id: nil and 'notfound' or 'corrupt'
 -- when it cannot.
@@ -54,22 +54,24 @@ local function load(id)
   local s = redis.pcall('GET', tkey(id))
   if type(s) == 'table' and s.err then return nil, 'corrupt' end
   if not s then return nil, 'notfound' end
-  local cut = string.find(s, ',"payload', 1, true)
-  local cut2 = string.find(s, ',"result', 1, true)
-  if cut2 and (not cut or cut2 < cut) then cut = cut2 end
+  local cut
+  for _, m in ipairs(TAILS) do
+    local c = string.find(s, m, 1, true)
+    if c and (not cut or c < cut) then cut = c end
+  end
   local head, tail = s, '}'
   if cut then
     head = string.sub(s, 1, cut - 1) .. '}'
     tail = string.sub(s, cut)
   end
   local ok, v = pcall(cjson.decode, head)
-  if not ok or type(v) ~= 'table' or v.id ~= id or not VALID[v.state] or type(v.attempt) ~= 'number'
-    or type(v.queue) ~= 'string' or type(v.type) ~= 'string' or string.sub(tail, -1) ~= '}'
-    or type(v.priority) ~= 'number' or type(v.max_retries) ~= 'number' then
+  if not ok or type(v) ~= 'table' or not VALID[v.s] or type(v.a) ~= 'number'
+    or type(v.q) ~= 'string' or type(v.t) ~= 'string' or type(v.c) ~= 'string' or string.sub(tail, -1) ~= '}'
+    or type(v.p) ~= 'number' or type(v.m) ~= 'number' then
     return nil, 'corrupt'
   end
   v.ct = nil
-  return {v = v, tail = tail, id = id, state = v.state, attempt = v.attempt, queue = v.queue, type = v.type}
+  return {v = v, tail = tail, id = id, state = v.s, attempt = v.a, queue = v.q, type = v.t}
 end
 
 -- set replaces head member k of r; '' removes it.
@@ -108,12 +110,12 @@ local function move(r, to)
     redis.call('ZADD', ikey(to, r.queue, r.type), 0, r.id)
   end
   r.state = to
-  r.v.state = to
+  r.v.s = to
 end
 
 -- release frees the unique key of r if r still holds it.
 local function release(r)
-  local uk = r.v.unique_key
+  local uk = r.v.u
   if type(uk) == 'string' and uk ~= '' then
     local k = P .. ':u:' .. uk
     if redis.call('GET', k) == r.id then redis.call('DEL', k) end
@@ -155,7 +157,7 @@ for i = 0, n - 1 do
     if h and h ~= id then
       local rec = redis.pcall('GET', P .. ':t:' .. h)
       if type(rec) == 'string' then
-        local st = string.match(rec, '"state":"(%a+)"')
+        local st = string.match(rec, '"s":"(%a+)"')
         if st ~= 'succeeded' and st ~= 'dead' and st ~= 'canceled' then holder = h end
       end
     end
@@ -183,7 +185,7 @@ return {st, table.concat(res, ',')}
 
 // luaStart moves a task to running for a message: id, the message's
 // attempt, redelivered ('0'/'1'), worker ID, now (RFC 3339). The record's
-// msg_attempt member (not part of scheduler.Task) is the attempt of the
+// "ma" member (msg_attempt, not part of scheduler.Task; missing means 0) is the attempt of the
 // message driving the task: set by a fresh start, it lets a redelivery of
 // that message, and only of that message, take the task over any number
 // of times. Returns 'ok' and the new record, or why it refused.
@@ -194,21 +196,22 @@ local function startOp(id, a, redelivered, worker, now)
   if TERMINAL[r.state] then return 'finished' end
   local fresh = WAITING[r.state] and r.attempt == a
   local takeover = redelivered == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt > a
-    and tonumber(r.v.msg_attempt) == a
+    and (tonumber(r.v.ma) or 0) == a
   if not fresh and not takeover then return 'stale' end
   move(r, 'running')
-  r.v.msg_attempt = a
-  r.v.attempt = r.attempt + 1
-  set(r, 'started_at', now)
-  set(r, 'worker_id', worker)
+  r.v.ma = a
+  if a == 0 then r.v.ma = nil end
+  r.v.a = r.attempt + 1
+  set(r, 'b', now)
+  set(r, 'w', worker)
   redis.call('ZREM', P .. ':o', r.id)
   return 'ok', save(r)
 end
 `
 
 // luaFinish records the outcome of a running attempt: id, attempt, new
-// state, error, result member (`,"result":...` as Task.MarshalJSON writes
-// it, or empty), run at, added retries, now (RFC 3339), now score, run at
+// state, error, result member (`,"rs":...` or `,"rs64":...` as
+// resultMember writes it, or empty), run at, added retries, now (RFC 3339), now score, run at
 // score. Returns 'ok' and the new record, or why it refused.
 const luaFinish = `
 local function finishOp(id, attempt, to, errtext, result, runAt, add, now, nowScore, runAtScore)
@@ -217,12 +220,12 @@ local function finishOp(id, attempt, to, errtext, result, runAt, add, now, nowSc
   if TERMINAL[r.state] then return 'finished' end
   if r.state ~= 'running' or r.attempt ~= attempt then return 'stale' end
   move(r, to)
-  if errtext ~= '' then set(r, 'last_error', errtext) end
+  if errtext ~= '' then set(r, 'e', errtext) end
   if result ~= '' then r.tail = string.sub(r.tail, 1, -2) .. result .. '}' end
-  if runAt ~= '' then set(r, 'run_at', runAt) end
-  if add > 0 then r.v.max_retries = (tonumber(r.v.max_retries) or 0) + add end
+  if runAt ~= '' then set(r, 'r', runAt) end
+  if add > 0 then r.v.m = r.v.m + add end
   if TERMINAL[to] then
-    set(r, 'finished_at', now)
+    set(r, 'f', now)
     redis.call('ZADD', P .. ':d', nowScore, r.id)
     release(r)
   elseif to == 'retrying' or to == 'scheduled' then
@@ -292,10 +295,10 @@ if ARGV[6] == '1' and not (r.attempt == 0 and (r.state == 'pending' or r.state =
 end
 local was = r.state
 move(r, 'canceled')
-if ARGV[5] ~= '' then set(r, 'last_error', ARGV[5]) end
-set(r, 'finished_at', ARGV[7])
+if ARGV[5] ~= '' then set(r, 'e', ARGV[5]) end
+set(r, 'f', ARGV[7])
 if was == 'running' then
-  local w = r.v.worker_id
+  local w = r.v.w
   if type(w) == 'string' and w ~= '' then
     local k = P .. ':wc:' .. w
     redis.call('SADD', k, r.id)
@@ -315,8 +318,8 @@ local r, err = load(ARGV[4])
 if not r then return refuse(err) end
 if r.state ~= 'dead' and r.state ~= 'canceled' then return refuse('notretryable') end
 move(r, 'pending')
-r.v.max_retries = (tonumber(r.v.max_retries) or 0) + r.attempt
-set(r, 'finished_at', nil)
+r.v.m = r.v.m + r.attempt
+set(r, 'f', nil)
 redis.call('ZREM', P .. ':d', r.id)
 redis.call('ZADD', P .. ':o', ARGV[5], r.id)
 return {'ok', save(r)}
@@ -503,8 +506,8 @@ for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local s = redis.call('GET', tkey(id))
   if s then
-    local st = string.match(s, '"state":"(%a+)"')
-    local a = string.match(s, '"attempt":(%d+)')
+    local st = string.match(s, '"s":"(%a+)"')
+    local a = string.match(s, '"a":(%d+)')
     if WAITING[st] and a == ARGV[i + 1] then
       n = n + redis.call('ZREM', P .. ':o', id)
     end

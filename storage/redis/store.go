@@ -1,7 +1,6 @@
 package redisstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -141,11 +140,10 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 			}
 			ids[t.ID] = i
 		}
-		js, err := record(t)
+		js, err := record(t, s.token())
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID, err)
 		}
-		js = withCreateToken(js, s.token())
 		p := prepared{t: t, js: js, combo: t.Queue + ":" + t.Type, rkey: s.taskKey(t.ID), score: micros(t.RunAt)}
 		p.ikey = s.ns + ":i:" + string(t.State) + ":" + p.combo
 		if t.UniqueKey != "" {
@@ -215,12 +213,9 @@ func (s *Store) Get(ctx context.Context, id string) (*scheduler.Task, error) {
 
 // decode parses the record of id.
 func (s *Store) decode(id string, b []byte) (*scheduler.Task, error) {
-	t := new(scheduler.Task)
-	if err := t.UnmarshalJSON(b); err != nil { // validates b once; json.Unmarshal would twice
+	t, err := parseRecord(id, b)
+	if err != nil {
 		return nil, &CorruptRecordError{Key: s.taskKey(id), Err: err}
-	}
-	if t.ID != id || !t.State.Valid() {
-		return nil, &CorruptRecordError{Key: s.taskKey(id), Err: fmt.Errorf("record holds id %q, state %q", t.ID, t.State)}
 	}
 	return t, nil
 }
@@ -265,10 +260,8 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 		}
 	}
 	result := ""
-	if p.State == scheduler.StateSucceeded && len(p.Result) > 0 {
-		if result, err = resultMember(p.Result); err != nil {
-			return nil, fmt.Errorf("redisstore: finish %s: %w", id, err)
-		}
+	if p.State == scheduler.StateSucceeded {
+		result = resultMember(p.Result)
 	}
 	return s.transition1(ctx, transitionOp{kind: "f", name: "finish", id: id,
 		args: []any{p.Attempt, string(p.State), stored(p.Error), result, runAt, p.AddRetries, now, micros(p.Now), micros(p.RunAt)}})
@@ -678,75 +671,11 @@ func stored(s string) string {
 	return out
 }
 
-// record returns the stored form of a new task: its JSON with the payload
-// and result members moved last, so that scripts find where the members
-// they change end without decoding the payload (see luaRecord).
-func record(t *scheduler.Task) ([]byte, error) {
-	js, err := t.MarshalJSON() // compact already: json.Marshal would check and compact it again
-	if err != nil {
-		return nil, &scheduler.ValidationError{Field: "task", Reason: err.Error()}
-	}
-	var tail []byte
-	for _, b := range []struct {
-		name string
-		v    []byte
-	}{{"payload", t.Payload}, {"result", t.Result}} {
-		if len(b.v) == 0 {
-			continue
-		}
-		raw := append([]byte(`,"`+b.name+`":`), b.v...)
-		b64 := []byte(`,"` + b.name + `_base64":"` + base64.StdEncoding.EncodeToString(b.v) + `"`)
-		cut := false
-		for _, m := range [][]byte{raw, b64} {
-			if i := bytes.Index(js, m); i >= 0 && (js[i+len(m)] == ',' || js[i+len(m)] == '}') {
-				js = append(js[:i:i], js[i+len(m):]...)
-				tail = append(tail, m...)
-				cut = true
-				break
-			}
-		}
-		if !cut {
-			return nil, fmt.Errorf("redisstore: task %s: %s member not found in its JSON", t.ID, b.name)
-		}
-	}
-	if len(tail) == 0 {
-		return js, nil
-	}
-	out := make([]byte, 0, len(js)+len(tail))
-	out = append(out, js[:len(js)-1]...)
-	out = append(out, tail...)
-	return append(out, '}'), nil
-}
-
-// withCreateToken adds the member "ct" holding the creating call's
-// operation token to a new record, before its payload: a Create that
-// go-redis resends finds its record byte for byte and knows it as its own,
-// while a second Create of the same task by any other call does not.
-// Start drops the member.
-func withCreateToken(js []byte, token string) []byte {
-	cut := len(js) - 1
-	for _, m := range []string{`,"payload`, `,"result`} {
-		if i := bytes.Index(js, []byte(m)); i >= 0 && i < cut {
-			cut = i
-		}
-	}
-	out := make([]byte, 0, len(js)+len(token)+8)
-	out = append(out, js[:cut]...)
-	out = append(out, `,"ct":"`...)
-	out = append(out, token...)
-	out = append(out, '"')
-	return append(out, js[cut:]...)
-}
-
-// resultMember encodes a result as Task.MarshalJSON does, as the member
-// `,"result":<value>` when it is a JSON value or `,"result_base64":"..."`.
-func resultMember(result []byte) (string, error) {
-	js, err := record(&scheduler.Task{Result: result})
-	if err != nil {
-		return "", err
-	}
-	i := bytes.Index(js, []byte(`,"result`))
-	return string(js[i : len(js)-1]), nil
+// resultMember encodes a result as the record holds it: the member
+// `,"rs":<value>` when it is a JSON value the record can embed, else
+// `,"rs64":"<base64>"`.
+func resultMember(result []byte) string {
+	return string(appendBytesMember(nil, "rs", result))
 }
 
 func flag(b bool) string {

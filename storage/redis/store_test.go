@@ -803,7 +803,7 @@ func TestTransitionsKeepUnknownMembers(t *testing.T) {
 		key := h.ns + ":t:" + task.ID
 		rec, err := h.rdb.Get(ctx, key).Result()
 		require.NoError(t, err)
-		rec = strings.Replace(rec, `"state":`, `"future_field":"kept","future_n":7,"state":`, 1)
+		rec = strings.Replace(rec, `"s":`, `"future_field":"kept","future_n":7,"s":`, 1)
 		require.NoError(t, h.rdb.Set(ctx, key, rec, 0).Err())
 		h.finish(t, task.ID, scheduler.StateSucceeded, now())
 		rec, err = h.rdb.Get(ctx, key).Result()
