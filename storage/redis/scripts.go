@@ -113,6 +113,11 @@ local function move(r, to)
   r.v.s = to
 end
 
+-- logFinish appends r, finished at score (µs), to the finish log.
+local function logFinish(r, score)
+  redis.call('RPUSH', P .. ':d', score .. ':' .. r.id)
+end
+
 -- release frees the unique key of r if r still holds it.
 local function release(r)
   local uk = r.v.u
@@ -226,7 +231,7 @@ local function finishOp(id, attempt, to, errtext, result, runAt, add, now, nowSc
   if add > 0 then r.v.m = r.v.m + add end
   if TERMINAL[to] then
     set(r, 'f', now)
-    redis.call('ZADD', P .. ':d', nowScore, r.id)
+    logFinish(r, nowScore)
     release(r)
   elseif to == 'retrying' or to == 'scheduled' then
     redis.call('ZADD', P .. ':o', runAtScore, r.id)
@@ -306,7 +311,7 @@ if was == 'running' then
   end
 end
 redis.call('ZREM', P .. ':o', r.id)
-redis.call('ZADD', P .. ':d', ARGV[8], r.id)
+logFinish(r, ARGV[8])
 release(r)
 return {'ok', save(r)}
 `
@@ -320,44 +325,85 @@ if r.state ~= 'dead' and r.state ~= 'canceled' then return refuse('notretryable'
 move(r, 'pending')
 r.v.m = r.v.m + r.attempt
 set(r, 'f', nil)
-redis.call('ZREM', P .. ':d', r.id)
+redis.call('HINCRBY', P .. ':r', r.id, 1)
 redis.call('ZADD', P .. ':o', ARGV[5], r.id)
 return {'ok', save(r)}
 `
 
 // purgeScript: ARGV[4..5] = exclusive upper finish score, limit. Replies
 // {'ok'|'replay', deleted count, IDs of corrupt records deleted...}.
+//
+// The finish log {p}:d lists "<finish score>:<id>" in the order the
+// tasks finished as Redis saw them. Purge walks it from the head: an
+// entry not yet due is kept (up to purgeLook of them are stepped over, so
+// a task whose finish time came from a clock running ahead holds up no
+// more than that), a due one deletes its task. A Retry leaves its task's
+// earlier entry behind and counts it in the hash {p}:r; Purge drops such
+// stale entries (the first ones of their task) without deleting the task,
+// and entries of tasks that are gone or no longer finished.
 const purgeBody = `
 local prev = seen()
 if prev then return {'replay', tonumber(prev)} end
-local dkey = P .. ':d'
-local ids = redis.call('ZRANGEBYSCORE', dkey, '-inf', '(' .. ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
-local n, combos, corrupt = 0, {}, {}
+local dkey, rkey = P .. ':d', P .. ':r'
+local before, limit, look = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local n, combos, corrupt, keep = 0, {}, {}, {}
 local function unindex(id)
-  redis.call('ZREM', dkey, id)
   redis.call('ZREM', P .. ':o', id)
+  redis.call('HDEL', rkey, id)
 end
-for _, id in ipairs(ids) do
-  local r, err = load(id)
-  if r and TERMINAL[r.state] then
-    redis.call('DEL', tkey(id))
-    redis.call('ZREM', ikey(r.state, r.queue, r.type), id)
-    unindex(id)
-    release(r)
-    combos[r.queue .. ':' .. r.type] = true
-    n = n + 1
-  elseif r or err == 'notfound' then
-    redis.call('ZREM', dkey, id)
-  else
-    for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
-      for _, st in ipairs(STATES) do redis.call('ZREM', P .. ':i:' .. st .. ':' .. c, id) end
-      combos[c] = true
+-- stale consumes one stale entry of id, if Retry left one.
+local function stale(id)
+  local c = tonumber(redis.call('HGET', rkey, id) or '0') or 0
+  if c <= 0 then return false end
+  if c == 1 then redis.call('HDEL', rkey, id) else redis.call('HINCRBY', rkey, id, -1) end
+  return true
+end
+local len = redis.call('LLEN', dkey)
+local pos = 0
+while pos < len and n < limit and #keep < look do
+  local batch = redis.call('LRANGE', dkey, pos, pos + 99)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    if n >= limit or #keep >= look then break end
+    pos = pos + 1
+    local sep = string.find(e, ':', 1, true)
+    local at, id = nil, nil
+    if sep then at, id = tonumber(string.sub(e, 1, sep - 1)), string.sub(e, sep + 1) end
+    if not at or id == '' then
+      -- not an entry this store wrote: drop it
+    elseif at >= before then
+      keep[#keep + 1] = e
+    else
+      local r, err = load(id)
+      if r and TERMINAL[r.state] then
+        if not stale(id) then
+          redis.call('DEL', tkey(id))
+          redis.call('ZREM', ikey(r.state, r.queue, r.type), id)
+          unindex(id)
+          release(r)
+          combos[r.queue .. ':' .. r.type] = true
+          n = n + 1
+        end
+      elseif r then
+        stale(id)
+      elseif err == 'notfound' then
+        redis.call('HDEL', rkey, id)
+      else
+        for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
+          for _, st in ipairs(STATES) do redis.call('ZREM', P .. ':i:' .. st .. ':' .. c, id) end
+          combos[c] = true
+        end
+        redis.call('DEL', tkey(id))
+        unindex(id)
+        corrupt[#corrupt + 1] = id
+        n = n + 1
+      end
     end
-    redis.call('DEL', tkey(id))
-    unindex(id)
-    corrupt[#corrupt + 1] = id
-    n = n + 1
   end
+end
+if pos > 0 then
+  redis.call('LTRIM', dkey, pos, -1)
+  for i = #keep, 1, -1 do redis.call('LPUSH', dkey, keep[i]) end
 end
 for c in pairs(combos) do
   local empty = true

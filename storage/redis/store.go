@@ -29,6 +29,10 @@ const createChunk = 500
 // script never blocks the server for long.
 const purgeChunk = 1000
 
+// purgeLook is the most finish log entries not yet due that one Purge
+// script steps over looking for due ones.
+const purgeLook = 256
+
 // cancelRequestTTL bounds how long a cancel request waits for the next
 // heartbeat of a worker that may have died.
 const cancelRequestTTL = time.Hour
@@ -498,7 +502,7 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 	total := 0
 	for limit > 0 {
 		chunk := min(limit, purgeChunk)
-		reply, err := s.run(ctx, purgeScript, s.ns+":d", micros(before), chunk)
+		reply, err := s.run(ctx, purgeScript, s.ns+":d", micros(before), chunk, purgeLook)
 		if err != nil {
 			return total, fmt.Errorf("redisstore: purge: %w", err)
 		}
