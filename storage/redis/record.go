@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dtsched/scheduler"
 )
@@ -45,9 +47,17 @@ type recordJSON struct {
 // parseRecord decodes the record of the task id.
 func parseRecord(id string, b []byte) (*scheduler.Task, error) {
 	var r recordJSON
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, err
+	if !r.parse(b) {
+		r = recordJSON{}
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, err
+		}
 	}
+	return r.task(id)
+}
+
+// task checks r and returns the task it describes.
+func (r *recordJSON) task(id string) (*scheduler.Task, error) {
 	if !r.State.Valid() || r.Type == "" || r.Queue == "" || r.CreatedAt.IsZero() {
 		return nil, fmt.Errorf("record holds state %q, type %q, queue %q, created_at %v", r.State, r.Type, r.Queue, r.CreatedAt)
 	}
@@ -218,4 +228,221 @@ func embeddable(b []byte) bool {
 		return false
 	}
 	return bytes.Equal(c.Bytes(), b)
+}
+
+// parse decodes a record as this package and its scripts write it, a
+// good deal faster than encoding/json. It reports false for anything
+// else (escaped or non-ASCII strings among them), which the caller then
+// decodes with encoding/json: both give the same result for every record
+// parse accepts.
+func (r *recordJSON) parse(b []byte) bool {
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		return false
+	}
+	i := 1
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return false
+		}
+		name, j, ok := plainString(b, i)
+		if !ok || j >= len(b) || b[j] != ':' {
+			return false
+		}
+		i = j + 1
+		var end int
+		switch name {
+		case "p", "a", "m", "ma":
+			n, e, ok := integer(b, i)
+			if !ok {
+				return false
+			}
+			switch name {
+			case "p":
+				r.Priority = scheduler.Priority(n)
+			case "a":
+				r.Attempt = n
+			case "m":
+				r.MaxRetries = n
+			}
+			end = e
+		case "t", "q", "s", "to", "e", "w", "u", "sc", "ct":
+			v, e, ok := plainString(b, i)
+			if !ok {
+				return false
+			}
+			switch name {
+			case "t":
+				r.Type = v
+			case "q":
+				r.Queue = v
+			case "s":
+				r.State = scheduler.State(v)
+			case "to":
+				r.Timeout = v
+			case "e":
+				r.LastError = v
+			case "w":
+				r.WorkerID = v
+			case "u":
+				r.UniqueKey = v
+			case "sc":
+				r.Schedule = v
+			}
+			end = e
+		case "r", "c", "b", "f", "tk":
+			v, e, ok := plainString(b, i)
+			if !ok {
+				return false
+			}
+			var t time.Time
+			if t.UnmarshalText([]byte(v)) != nil {
+				return false
+			}
+			switch name {
+			case "r":
+				r.RunAt = &t
+			case "c":
+				r.CreatedAt = t
+			case "b":
+				r.StartedAt = t
+			case "f":
+				r.FinishedAt = t
+			case "tk":
+				r.Tick = t
+			}
+			end = e
+		case "pl64", "rs64":
+			v, e, ok := plainString(b, i)
+			if !ok {
+				return false
+			}
+			d, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				return false
+			}
+			if name == "pl64" {
+				r.Payload64 = d
+			} else {
+				r.Result64 = d
+			}
+			end = e
+		default: // the payload, the result, or a member this version does not know
+			if strings.ContainsFunc(name, func(c rune) bool { return c >= 'A' && c <= 'Z' }) {
+				return false // encoding/json would match it to a member without regard to case
+			}
+			e, ok := skipValue(b, i, 0)
+			if !ok || !json.Valid(b[i:e]) {
+				return false
+			}
+			switch name {
+			case "pl":
+				r.Payload = json.RawMessage(bytes.Clone(b[i:e]))
+			case "rs":
+				r.Result = json.RawMessage(bytes.Clone(b[i:e]))
+			}
+			end = e
+		}
+		if end >= len(b) {
+			return false
+		}
+		switch b[end] {
+		case ',':
+			i = end + 1
+		case '}':
+			return end == len(b)-1
+		default:
+			return false
+		}
+	}
+}
+
+// plainString reads the JSON string starting at b[i] (a quote) when it
+// holds only printable ASCII without escapes, and returns it and the index
+// after its closing quote.
+func plainString(b []byte, i int) (string, int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return "", 0, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return string(b[i+1 : j]), j + 1, true
+		case c == '\\' || c < 0x20 || c >= utf8.RuneSelf:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+// integer reads the JSON integer starting at b[i].
+func integer(b []byte, i int) (int, int, bool) {
+	j := i
+	if j < len(b) && b[j] == '-' {
+		j++
+	}
+	start := j
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	if j == start || j-start > 15 || b[start] == '0' && j-start > 1 {
+		return 0, 0, false
+	}
+	n, err := strconv.Atoi(string(b[i:j]))
+	return n, j, err == nil
+}
+
+// skipValue returns the index after the JSON value starting at b[i]. It
+// checks the structure only as far as finding the end needs; the value
+// is validated when the decoding falls back to encoding/json, and a
+// payload or result was valid JSON when it was stored.
+func skipValue(b []byte, i, depth int) (int, bool) {
+	if i >= len(b) || depth > 1000 {
+		return 0, false
+	}
+	switch b[i] {
+	case '"':
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1, true
+			}
+		}
+		return 0, false
+	case '{', '[':
+		closer := byte('}')
+		if b[i] == '[' {
+			closer = ']'
+		}
+		j := i + 1
+		if j < len(b) && b[j] == closer {
+			return j + 1, true
+		}
+		for {
+			var ok bool
+			if closer == '}' {
+				if j, ok = skipValue(b, j, depth+1); !ok || j >= len(b) || b[j] != ':' {
+					return 0, false
+				}
+				j++
+			}
+			if j, ok = skipValue(b, j, depth+1); !ok || j >= len(b) {
+				return 0, false
+			}
+			if b[j] == closer {
+				return j + 1, true
+			}
+			if b[j] != ',' {
+				return 0, false
+			}
+			j++
+		}
+	default: // number, true, false, null
+		j := i
+		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' {
+			j++
+		}
+		return j, j > i
+	}
 }
