@@ -6,11 +6,12 @@ import "github.com/redis/go-redis/v9"
 // its keys from it; KEYS[1] is always a key of the namespace, so a Cluster
 // client routes the call to the node owning the namespace's one hash slot.
 //
-// Scripts that change anything take a per-call operation token (ARGV[2])
-// and the replay window in milliseconds (ARGV[3]). They record the token
-// under {prefix}:op:<token> when they apply; a call that finds its token
-// already recorded is a retry of a call that already applied (go-redis
-// resends a command whose reply was lost) and changes nothing.
+// Scripts that change anything, but Create, take a per-call operation
+// token (ARGV[2]) and the replay window in milliseconds (ARGV[3]). They
+// record the token under {prefix}:op:<token> when they apply; a call that
+// finds its token already recorded is a retry of a call that already
+// applied (go-redis resends a command whose reply was lost) and changes
+// nothing. Create keeps its token in the records it writes instead.
 //
 // A task record (record.go, and the package doc) is a JSON object whose
 // payload and result members come last. Everything before them, the head,

@@ -647,7 +647,7 @@ func isWrongType(err error) bool {
 // epoch, exact in a float64.
 func micros(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
 
-// timeString is t as Task.MarshalJSON writes it (RFC 3339 with
+// timeString is t as a record holds it (RFC 3339 with
 // nanoseconds), or "" for the zero time (the record omits zero times).
 func timeString(t time.Time) (string, error) {
 	if t.IsZero() {
