@@ -124,7 +124,7 @@ func timed(b *testing.B, parallel bool, op func(i int) error) {
 }
 
 // BenchmarkSetTask stores one new task per call (Store.Create of one task:
-// record, listing index, outbox, replay marker, in one script).
+// record, listing index, combination registry and outbox, in one script).
 func BenchmarkSetTask(b *testing.B) {
 	for _, parallel := range []bool{false, true} {
 		b.Run(mode(parallel), func(b *testing.B) {
