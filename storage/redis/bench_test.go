@@ -124,7 +124,7 @@ func timed(b *testing.B, parallel bool, op func(i int) error) {
 }
 
 // BenchmarkSetTask stores one new task per call (Store.Create of one task:
-// record, listing index, outbox, replay marker, in one script).
+// record, listing index, combination registry and outbox, in one script).
 func BenchmarkSetTask(b *testing.B) {
 	for _, parallel := range []bool{false, true} {
 		b.Run(mode(parallel), func(b *testing.B) {
@@ -301,7 +301,7 @@ func BenchmarkEncodeRecord(b *testing.B) {
 	t := smallTask()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := record(t); err != nil {
+		if _, err := record(t, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -311,7 +311,7 @@ func BenchmarkEncodeRecord(b *testing.B) {
 // round trip.
 func BenchmarkDecodeRecord(b *testing.B) {
 	t := smallTask()
-	js, err := record(t)
+	js, err := record(t, "")
 	require.NoError(b, err)
 	s := &Store{ns: "{bench}"}
 	b.ReportAllocs()
@@ -373,7 +373,7 @@ func BenchmarkVsRaw(b *testing.B) {
 			tasks := smallTasks(b.N)
 			js := make([][]byte, b.N)
 			for i, t := range tasks {
-				js[i], _ = record(t)
+				js[i], _ = record(t, "")
 			}
 			if p.setup != nil {
 				p.setup(h, tasks)

@@ -32,7 +32,9 @@
 //	                                       creation order)
 //	{p}:c                          set     "<queue>:<type>" pairs that have listing indexes
 //	{p}:o                          zset    outbox: IDs scored by when they entered it (µs)
-//	{p}:d                          zset    finished tasks scored by when they finished (µs), for Purge
+//	{p}:d                          list    finish log, for Purge: "<finish time, µs>:<id>" in the
+//	                                       order the tasks finished
+//	{p}:r                          hash    ID -> number of finish log entries a Retry left behind
 //	{p}:u:<unique key>             string  ID of the unfinished task holding the key; no TTL,
 //	                                       deleted when that task finishes
 //	{p}:w:<worker id>              string  the worker's last WorkerInfo (JSON), TTL of its heartbeat
@@ -46,11 +48,26 @@
 // Unique keys and worker IDs appear in key names as they read back from
 // JSON (invalid UTF-8 replaced by U+FFFD).
 //
-// A task record is the JSON of scheduler.Task (Task.MarshalJSON) with its
-// payload and result members moved to the end, which the decoder does not
-// mind. Everything before them holds only strings and integers, so a script
-// finds where they start without decoding them, decodes only the small
-// head, and never rewrites a payload or result.
+// A task record is a JSON object with short member names. A member is
+// left out when it holds what a reader assumes in its absence: the ID (the
+// key names it), run_at when it equals created_at, empty strings, zero
+// times, a zero msg_attempt. Times are RFC 3339 with nanoseconds, as
+// time.Time marshals them, so a task reads back exactly as it was stored.
+//
+//	t   type            q   queue          p   priority     s   state
+//	a   attempt         m   max_retries    to  timeout (Go duration)
+//	r   run_at          c   created_at     b   started_at   f   finished_at
+//	e   last_error      w   worker_id      u   unique_key
+//	sc  schedule        tk  tick
+//	ma  attempt of the message driving the task (see Store.Start)
+//	ct  token of the Create call that wrote the record, until the first transition
+//	pl  payload (JSON, embedded)           pl64  payload (any bytes, base64)
+//	rs  result (JSON, embedded)            rs64  result (any bytes, base64)
+//
+// For a finished task with a small payload that is about 230 bytes. The
+// payload and result come last. Everything before them holds only strings
+// and integers, so a script finds where they start without decoding them,
+// decodes only the small head, and never rewrites a payload or result.
 //
 // # Atomic, fenced transitions
 //
@@ -63,17 +80,27 @@
 // meanwhile wait for the next batch (up to 128 transitions), which one
 // script runs in order, fencing each transition on its own exactly as if it
 // ran alone. A lone call never waits. Listing indexes,
-// Counts, the outbox, the finished index and unique keys therefore always
+// Counts, the outbox, the finish log and unique keys therefore always
 // agree with the records. Purge deletes a record and its index entries in
-// the same script, so retention leaves no orphans behind.
+// the same script, so retention leaves no orphans behind. It walks the
+// finish log from the oldest entry and steps over up to 256 entries not
+// yet due to reach due ones behind them (finish times come from the
+// callers' clocks, so the log is in finish order only as far as those
+// clocks agree): a worker whose clock runs ahead can hold up purging by
+// as much as its lead.
 //
 // go-redis resends a command whose reply it did not receive (MaxRetries),
 // so a script can run twice although the caller sent it once. Every
-// changing script takes a token unique to its call and records it, with a
-// TTL of the replay window, in the same script; a second run finds it and
-// answers as the first did (Create, Heartbeat and Purge with the saved
-// reply, transitions with the task as it is now) without applying anything
-// again. A batch of starts and finishes records the outcome of each under
+// changing script takes a token unique to its call. Create writes it into
+// each new record (member ct): a resent Create finds its records byte for
+// byte and counts them as stored, while a Create of the same task by any
+// other call is a duplicate. (Should a task start before the resent call
+// arrives, which takes a retry span longer than the outbox's republish
+// delay, that call reports the task as a duplicate of itself.) The other
+// changing scripts record the token, with a TTL of the replay window, in
+// the same script; a second run finds it and answers as the first did
+// (Heartbeat and Purge with the saved reply, transitions with the task as
+// it is now) without applying anything again. A batch of starts and finishes records the outcome of each under
 // its one token: a resent batch answers the transitions that applied with
 // the task as it is now and refuses the others as the first run did. A
 // single Cancel or Retry refused by its fence records nothing, so its

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,7 +208,8 @@ func (h *harness) finish(t testing.TB, id string, st scheduler.State, at time.Ti
 
 // checkConsistent verifies that the namespace's indexes agree with its
 // records: every record is in exactly the listing index of its state,
-// queue and type; the finished index holds exactly the terminal tasks; the
+// queue and type; the finish log holds one entry of every terminal task
+// plus the stale entries counted for retried tasks, and nothing else; the
 // outbox holds only waiting tasks; every unique key belongs to an
 // unfinished task that carries it; and no other key exists.
 func (h *harness) checkConsistent(t testing.TB) {
@@ -223,7 +225,7 @@ func (h *harness) checkConsistent(t testing.TB) {
 			records[id] = h.get(t, id)
 		case strings.HasPrefix(rest, "i:"), strings.HasPrefix(rest, "u:"), strings.HasPrefix(rest, "w:"),
 			strings.HasPrefix(rest, "wc:"), strings.HasPrefix(rest, "claim:"),
-			rest == "c", rest == "o", rest == "d", rest == "ws":
+			rest == "c", rest == "o", rest == "d", rest == "r", rest == "ws":
 		default:
 			t.Fatalf("unexpected key %s", k)
 		}
@@ -249,17 +251,36 @@ func (h *harness) checkConsistent(t testing.TB) {
 	for id := range records {
 		require.Equal(t, 1, seen[id], "task %s in %d listing indexes", id, seen[id])
 	}
-	done, err := h.rdb.ZRange(ctx, h.ns+":d", 0, -1).Result()
+	log, err := h.rdb.LRange(ctx, h.ns+":d", 0, -1).Result()
 	require.NoError(t, err)
-	inDone := map[string]bool{}
-	for _, id := range done {
-		r, ok := records[id]
-		require.True(t, ok, "finished index lists %s which has no record", id)
-		require.True(t, r.State.Terminal(), "finished index lists %s in state %s", id, r.State)
-		inDone[id] = true
+	entries := map[string]int{}
+	for _, e := range log {
+		at, id, ok := strings.Cut(e, ":")
+		require.True(t, ok, "finish log entry %q", e)
+		_, err := strconv.ParseInt(at, 10, 64)
+		require.NoError(t, err, "finish log entry %q", e)
+		_, ok = records[id]
+		require.True(t, ok, "finish log lists %s which has no record", id)
+		entries[id]++
 	}
+	staleCounts, err := h.rdb.HGetAll(ctx, h.ns+":r").Result()
+	require.NoError(t, err)
 	for id, r := range records {
-		require.Equal(t, r.State.Terminal(), inDone[id], "task %s (%s) finished index membership", id, r.State)
+		want := 0
+		if r.State.Terminal() {
+			want = 1
+		}
+		if c, ok := staleCounts[id]; ok {
+			n, err := strconv.Atoi(c)
+			require.NoError(t, err)
+			require.Positive(t, n, "stale count of %s", id)
+			want += n
+		}
+		require.Equal(t, want, entries[id], "task %s (%s): finish log entries", id, r.State)
+	}
+	for id := range staleCounts {
+		_, ok := records[id]
+		require.True(t, ok, "stale count for %s which has no record", id)
 	}
 	outbox, err := h.rdb.ZRange(ctx, h.ns+":o", 0, -1).Result()
 	require.NoError(t, err)

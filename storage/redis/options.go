@@ -56,8 +56,8 @@ func WithPrefix(prefix string) Option {
 	})
 }
 
-// WithReplayWindow sets how long a changing call (Create, Start, Finish,
-// Cancel, Retry, Purge, Heartbeat) remembers in Redis that it applied, so
+// WithReplayWindow sets how long a changing call (Start, Finish, Cancel,
+// Retry, Purge, Heartbeat) remembers in Redis that it applied, so
 // that go-redis resending it after a lost reply does not apply it twice.
 // It must cover the client's whole retry span (MaxRetries times the dial,
 // write and read timeouts plus backoff); each call keeps a marker of about

@@ -6,17 +6,18 @@ import "github.com/redis/go-redis/v9"
 // its keys from it; KEYS[1] is always a key of the namespace, so a Cluster
 // client routes the call to the node owning the namespace's one hash slot.
 //
-// Scripts that change anything take a per-call operation token (ARGV[2])
-// and the replay window in milliseconds (ARGV[3]). They record the token
-// under {prefix}:op:<token> when they apply; a call that finds its token
-// already recorded is a retry of a call that already applied (go-redis
-// resends a command whose reply was lost) and changes nothing.
+// Scripts that change anything, but Create, take a per-call operation
+// token (ARGV[2]) and the replay window in milliseconds (ARGV[3]). They
+// record the token under {prefix}:op:<token> when they apply; a call that
+// finds its token already recorded is a retry of a call that already
+// applied (go-redis resends a command whose reply was lost) and changes
+// nothing. Create keeps its token in the records it writes instead.
 //
-// A task record is the JSON object of scheduler.Task with its payload and
-// result members moved last (JSON member order is free; the Go decoder does
-// not care). Everything before them, the head, holds only strings and
-// integers, and since a JSON string cannot contain an unescaped quote, the
-// first `,"payload` or `,"result` in the record is where the tail starts.
+// A task record (record.go, and the package doc) is a JSON object whose
+// payload and result members come last. Everything before them, the head,
+// holds only strings and integers, and since a JSON string cannot contain
+// an unescaped quote, the first `,"pl":`, `,"pl64":`, `,"rs":` or
+// `,"rs64":` in the record is where the tail starts.
 // Scripts decode the small head with cjson, change it, encode it again and
 // append the tail untouched: a payload or result is never decoded or
 // rewritten by a script, so it stays byte for byte what was stored.
@@ -42,11 +43,11 @@ local TERMINAL = {succeeded = true, dead = true, canceled = true}
 const luaRecord = `
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local VALID = {pending = true, scheduled = true, running = true, retrying = true, succeeded = true, dead = true, canceled = true}
-local HEAD = {'id', 'type', 'queue', 'priority', 'state', 'attempt', 'max_retries', 'timeout', 'run_at',
-  'created_at', 'started_at', 'finished_at', 'last_error', 'worker_id', 'unique_key', 'schedule', 'tick', 'msg_attempt'}
+local HEAD = {'t', 'q', 'p', 's', 'a', 'm', 'to', 'r', 'c', 'b', 'f', 'e', 'w', 'u', 'sc', 'tk', 'ma'}
 local KNOWN = {}
 for _, k in ipairs(HEAD) do KNOWN[k] = true end
-local INT = {priority = true, attempt = true, max_retries = true, msg_attempt = true}
+local INT = {p = true, a = true, m = true, ma = true}
+local TAILS = {',"pl":', ',"pl64":', ',"rs":', ',"rs64":'}
 
 -- load reads and decodes the record of id: nil and 'notfound' or 'corrupt'
 -- when it cannot.
@@ -54,21 +55,24 @@ local function load(id)
   local s = redis.pcall('GET', tkey(id))
   if type(s) == 'table' and s.err then return nil, 'corrupt' end
   if not s then return nil, 'notfound' end
-  local cut = string.find(s, ',"payload', 1, true)
-  local cut2 = string.find(s, ',"result', 1, true)
-  if cut2 and (not cut or cut2 < cut) then cut = cut2 end
+  local cut
+  for _, m in ipairs(TAILS) do
+    local c = string.find(s, m, 1, true)
+    if c and (not cut or c < cut) then cut = c end
+  end
   local head, tail = s, '}'
   if cut then
     head = string.sub(s, 1, cut - 1) .. '}'
     tail = string.sub(s, cut)
   end
   local ok, v = pcall(cjson.decode, head)
-  if not ok or type(v) ~= 'table' or v.id ~= id or not VALID[v.state] or type(v.attempt) ~= 'number'
-    or type(v.queue) ~= 'string' or type(v.type) ~= 'string' or string.sub(tail, -1) ~= '}'
-    or type(v.priority) ~= 'number' or type(v.max_retries) ~= 'number' then
+  if not ok or type(v) ~= 'table' or not VALID[v.s] or type(v.a) ~= 'number'
+    or type(v.q) ~= 'string' or type(v.t) ~= 'string' or type(v.c) ~= 'string' or string.sub(tail, -1) ~= '}'
+    or type(v.p) ~= 'number' or type(v.m) ~= 'number' then
     return nil, 'corrupt'
   end
-  return {v = v, tail = tail, id = id, state = v.state, attempt = v.attempt, queue = v.queue, type = v.type}
+  v.ct = nil
+  return {v = v, tail = tail, id = id, state = v.s, attempt = v.a, queue = v.q, type = v.t}
 end
 
 -- set replaces head member k of r; '' removes it.
@@ -107,12 +111,17 @@ local function move(r, to)
     redis.call('ZADD', ikey(to, r.queue, r.type), 0, r.id)
   end
   r.state = to
-  r.v.state = to
+  r.v.s = to
+end
+
+-- logFinish appends r, finished at score (µs), to the finish log.
+local function logFinish(r, score)
+  redis.call('RPUSH', P .. ':d', score .. ':' .. r.id)
 end
 
 -- release frees the unique key of r if r still holds it.
 local function release(r)
-  local uk = r.v.unique_key
+  local uk = r.v.u
   if type(uk) == 'string' and uk ~= '' then
     local k = P .. ':u:' .. uk
     if redis.call('GET', k) == r.id then redis.call('DEL', k) end
@@ -120,37 +129,53 @@ local function release(r)
 end
 `
 
-// createScript: ARGV[4] = n, then per task: id, record, state, queue,
-// type, unique key, outbox score. A unique key is free when its holder is
-// gone or finished (in the finished index, which agrees with the records).
-// Replies {'ok'|'replay', holders}: holders is empty when every task was stored, else one
-// comma-separated entry per task, empty when stored, else the ID of the
-// task holding its ID or unique key. It is written without the prelude to
-// keep the hottest call lean.
+// createScript: KEYS[1] = the combination registry, KEYS[2] = the outbox,
+// then per task its record key, its listing index key and, when it has a
+// unique key, that key. ARGV[1] = namespace, ARGV[2] = n, then per task:
+// id, record, outbox score, "<queue>:<type>", has a unique key ('1'/'0').
+// A unique key is free when its holder is gone or finished. Replies
+// {'ok'|'replay', holders}: holders is empty when every task was stored,
+// else one comma-separated entry per task, empty when stored, else the ID
+// of the task holding its ID or unique key.
+//
+// It takes no operation marker: each new record carries the creating
+// call's token (member "ct", dropped by the first transition), so a task
+// whose record is already stored byte for byte is this call's own, written
+// by a first execution whose reply was lost, and counts as stored: a
+// resent call answers as the first did without writing anything twice. It is written without the prelude and with its
+// keys built by the client to keep the hottest call lean.
 const createScript = `
 local P = ARGV[1]
-local op = P .. ':op:' .. ARGV[2]
-if not redis.call('SET', op, '', 'NX', 'PX', ARGV[3]) then return {'replay', redis.call('GET', op) or ''} end
-local n = tonumber(ARGV[4])
-local res, dup = {}, false
+local n = tonumber(ARGV[2])
+local res, dup, replay, k = {}, false, false, 3
 for i = 0, n - 1 do
-  local b = 5 + i * 7
-  local id, js, uk = ARGV[b], ARGV[b + 1], ARGV[b + 5]
-  local holder, ukey = '', nil
-  if uk ~= '' then
-    ukey = P .. ':u:' .. uk
+  local b = 3 + i * 5
+  local id, js = ARGV[b], ARGV[b + 1]
+  local tkey, ikey, ukey = KEYS[k], KEYS[k + 1], nil
+  k = k + 2
+  if ARGV[b + 4] == '1' then
+    ukey = KEYS[k]
+    k = k + 1
+  end
+  local holder = ''
+  if ukey then
     local h = redis.call('GET', ukey)
-    if h and h ~= id and redis.call('EXISTS', P .. ':t:' .. h) == 1 and not redis.call('ZSCORE', P .. ':d', h) then
-      holder = h
+    if h and h ~= id then
+      local rec = redis.pcall('GET', P .. ':t:' .. h)
+      if type(rec) == 'string' then
+        local st = string.match(rec, '"s":"(%a+)"')
+        if st ~= 'succeeded' and st ~= 'dead' and st ~= 'canceled' then holder = h end
+      end
     end
   end
   if holder == '' then
-    if redis.call('SET', P .. ':t:' .. id, js, 'NX') then
-      local q, ty = ARGV[b + 3], ARGV[b + 4]
+    if redis.call('SET', tkey, js, 'NX') then
       if ukey then redis.call('SET', ukey, id) end
-      redis.call('ZADD', P .. ':i:' .. ARGV[b + 2] .. ':' .. q .. ':' .. ty, 0, id)
-      redis.call('SADD', P .. ':c', q .. ':' .. ty)
-      redis.call('ZADD', P .. ':o', ARGV[b + 6], id)
+      redis.call('ZADD', ikey, 0, id)
+      redis.call('SADD', KEYS[1], ARGV[b + 3])
+      redis.call('ZADD', KEYS[2], ARGV[b + 2], id)
+    elseif redis.call('GET', tkey) == js then
+      replay = true
     else
       holder = id
     end
@@ -158,15 +183,15 @@ for i = 0, n - 1 do
   if holder ~= '' then dup = true end
   res[#res + 1] = holder
 end
-if not dup then return {'ok', ''} end
-local out = table.concat(res, ',')
-redis.call('SET', op, out, 'PX', ARGV[3])
-return {'ok', out}
+local st = 'ok'
+if replay then st = 'replay' end
+if not dup then return {st, ''} end
+return {st, table.concat(res, ',')}
 `
 
 // luaStart moves a task to running for a message: id, the message's
 // attempt, redelivered ('0'/'1'), worker ID, now (RFC 3339). The record's
-// msg_attempt member (not part of scheduler.Task) is the attempt of the
+// "ma" member (msg_attempt, not part of scheduler.Task; missing means 0) is the attempt of the
 // message driving the task: set by a fresh start, it lets a redelivery of
 // that message, and only of that message, take the task over any number
 // of times. Returns 'ok' and the new record, or why it refused.
@@ -177,21 +202,22 @@ local function startOp(id, a, redelivered, worker, now)
   if TERMINAL[r.state] then return 'finished' end
   local fresh = WAITING[r.state] and r.attempt == a
   local takeover = redelivered == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt > a
-    and tonumber(r.v.msg_attempt) == a
+    and (tonumber(r.v.ma) or 0) == a
   if not fresh and not takeover then return 'stale' end
   move(r, 'running')
-  r.v.msg_attempt = a
-  r.v.attempt = r.attempt + 1
-  set(r, 'started_at', now)
-  set(r, 'worker_id', worker)
+  r.v.ma = a
+  if a == 0 then r.v.ma = nil end
+  r.v.a = r.attempt + 1
+  set(r, 'b', now)
+  set(r, 'w', worker)
   redis.call('ZREM', P .. ':o', r.id)
   return 'ok', save(r)
 end
 `
 
 // luaFinish records the outcome of a running attempt: id, attempt, new
-// state, error, result member (`,"result":...` as Task.MarshalJSON writes
-// it, or empty), run at, added retries, now (RFC 3339), now score, run at
+// state, error, result member (`,"rs":...` or `,"rs64":...` as
+// resultMember writes it, or empty), run at, added retries, now (RFC 3339), now score, run at
 // score. Returns 'ok' and the new record, or why it refused.
 const luaFinish = `
 local function finishOp(id, attempt, to, errtext, result, runAt, add, now, nowScore, runAtScore)
@@ -200,13 +226,13 @@ local function finishOp(id, attempt, to, errtext, result, runAt, add, now, nowSc
   if TERMINAL[r.state] then return 'finished' end
   if r.state ~= 'running' or r.attempt ~= attempt then return 'stale' end
   move(r, to)
-  if errtext ~= '' then set(r, 'last_error', errtext) end
+  if errtext ~= '' then set(r, 'e', errtext) end
   if result ~= '' then r.tail = string.sub(r.tail, 1, -2) .. result .. '}' end
-  if runAt ~= '' then set(r, 'run_at', runAt) end
-  if add > 0 then r.v.max_retries = (tonumber(r.v.max_retries) or 0) + add end
+  if runAt ~= '' then set(r, 'r', runAt) end
+  if add > 0 then r.v.m = r.v.m + add end
   if TERMINAL[to] then
-    set(r, 'finished_at', now)
-    redis.call('ZADD', P .. ':d', nowScore, r.id)
+    set(r, 'f', now)
+    logFinish(r, nowScore)
     release(r)
   elseif to == 'retrying' or to == 'scheduled' then
     redis.call('ZADD', P .. ':o', runAtScore, r.id)
@@ -275,10 +301,10 @@ if ARGV[6] == '1' and not (r.attempt == 0 and (r.state == 'pending' or r.state =
 end
 local was = r.state
 move(r, 'canceled')
-if ARGV[5] ~= '' then set(r, 'last_error', ARGV[5]) end
-set(r, 'finished_at', ARGV[7])
+if ARGV[5] ~= '' then set(r, 'e', ARGV[5]) end
+set(r, 'f', ARGV[7])
 if was == 'running' then
-  local w = r.v.worker_id
+  local w = r.v.w
   if type(w) == 'string' and w ~= '' then
     local k = P .. ':wc:' .. w
     redis.call('SADD', k, r.id)
@@ -286,7 +312,7 @@ if was == 'running' then
   end
 end
 redis.call('ZREM', P .. ':o', r.id)
-redis.call('ZADD', P .. ':d', ARGV[8], r.id)
+logFinish(r, ARGV[8])
 release(r)
 return {'ok', save(r)}
 `
@@ -298,46 +324,87 @@ local r, err = load(ARGV[4])
 if not r then return refuse(err) end
 if r.state ~= 'dead' and r.state ~= 'canceled' then return refuse('notretryable') end
 move(r, 'pending')
-r.v.max_retries = (tonumber(r.v.max_retries) or 0) + r.attempt
-set(r, 'finished_at', nil)
-redis.call('ZREM', P .. ':d', r.id)
+r.v.m = r.v.m + r.attempt
+set(r, 'f', nil)
+redis.call('HINCRBY', P .. ':r', r.id, 1)
 redis.call('ZADD', P .. ':o', ARGV[5], r.id)
 return {'ok', save(r)}
 `
 
 // purgeScript: ARGV[4..5] = exclusive upper finish score, limit. Replies
 // {'ok'|'replay', deleted count, IDs of corrupt records deleted...}.
+//
+// The finish log {p}:d lists "<finish score>:<id>" in the order the
+// tasks finished as Redis saw them. Purge walks it from the head: an
+// entry not yet due is kept (up to purgeLook of them are stepped over, so
+// a task whose finish time came from a clock running ahead holds up no
+// more than that), a due one deletes its task. A Retry leaves its task's
+// earlier entry behind and counts it in the hash {p}:r; Purge drops such
+// stale entries (the first ones of their task) without deleting the task,
+// and entries of tasks that are gone or no longer finished.
 const purgeBody = `
 local prev = seen()
 if prev then return {'replay', tonumber(prev)} end
-local dkey = P .. ':d'
-local ids = redis.call('ZRANGEBYSCORE', dkey, '-inf', '(' .. ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
-local n, combos, corrupt = 0, {}, {}
+local dkey, rkey = P .. ':d', P .. ':r'
+local before, limit, look = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local n, combos, corrupt, keep = 0, {}, {}, {}
 local function unindex(id)
-  redis.call('ZREM', dkey, id)
   redis.call('ZREM', P .. ':o', id)
+  redis.call('HDEL', rkey, id)
 end
-for _, id in ipairs(ids) do
-  local r, err = load(id)
-  if r and TERMINAL[r.state] then
-    redis.call('DEL', tkey(id))
-    redis.call('ZREM', ikey(r.state, r.queue, r.type), id)
-    unindex(id)
-    release(r)
-    combos[r.queue .. ':' .. r.type] = true
-    n = n + 1
-  elseif r or err == 'notfound' then
-    redis.call('ZREM', dkey, id)
-  else
-    for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
-      for _, st in ipairs(STATES) do redis.call('ZREM', P .. ':i:' .. st .. ':' .. c, id) end
-      combos[c] = true
+-- stale consumes one stale entry of id, if Retry left one.
+local function stale(id)
+  local c = tonumber(redis.call('HGET', rkey, id) or '0') or 0
+  if c <= 0 then return false end
+  if c == 1 then redis.call('HDEL', rkey, id) else redis.call('HINCRBY', rkey, id, -1) end
+  return true
+end
+local len = redis.call('LLEN', dkey)
+local pos = 0
+while pos < len and n < limit and #keep < look do
+  local batch = redis.call('LRANGE', dkey, pos, pos + 99)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    if n >= limit or #keep >= look then break end
+    pos = pos + 1
+    local sep = string.find(e, ':', 1, true)
+    local at, id = nil, nil
+    if sep then at, id = tonumber(string.sub(e, 1, sep - 1)), string.sub(e, sep + 1) end
+    if not at or id == '' then
+      -- not an entry this store wrote: drop it
+    elseif at >= before then
+      keep[#keep + 1] = e
+    else
+      local r, err = load(id)
+      if r and TERMINAL[r.state] then
+        if not stale(id) then
+          redis.call('DEL', tkey(id))
+          redis.call('ZREM', ikey(r.state, r.queue, r.type), id)
+          unindex(id)
+          release(r)
+          combos[r.queue .. ':' .. r.type] = true
+          n = n + 1
+        end
+      elseif r then
+        stale(id)
+      elseif err == 'notfound' then
+        redis.call('HDEL', rkey, id)
+      else
+        for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
+          for _, st in ipairs(STATES) do redis.call('ZREM', P .. ':i:' .. st .. ':' .. c, id) end
+          combos[c] = true
+        end
+        redis.call('DEL', tkey(id))
+        unindex(id)
+        corrupt[#corrupt + 1] = id
+        n = n + 1
+      end
     end
-    redis.call('DEL', tkey(id))
-    unindex(id)
-    corrupt[#corrupt + 1] = id
-    n = n + 1
   end
+end
+if pos > 0 then
+  redis.call('LTRIM', dkey, pos, -1)
+  for i = #keep, 1, -1 do redis.call('LPUSH', dkey, keep[i]) end
 end
 for c in pairs(combos) do
   local empty = true
@@ -486,8 +553,8 @@ for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local s = redis.call('GET', tkey(id))
   if s then
-    local st = string.match(s, '"state":"(%a+)"')
-    local a = string.match(s, '"attempt":(%d+)')
+    local st = string.match(s, '"s":"(%a+)"')
+    local a = string.match(s, '"a":(%d+)')
     if WAITING[st] and a == ARGV[i + 1] then
       n = n + redis.call('ZREM', P .. ':o', id)
     end

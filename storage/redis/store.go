@@ -1,7 +1,6 @@
 package redisstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -29,6 +28,10 @@ const createChunk = 500
 // purgeChunk is the most tasks one Purge script deletes, so that one
 // script never blocks the server for long.
 const purgeChunk = 1000
+
+// purgeLook is the most finish log entries not yet due that one Purge
+// script steps over looking for due ones.
+const purgeLook = 256
 
 // cancelRequestTTL bounds how long a cancel request waits for the next
 // heartbeat of a worker that may have died.
@@ -114,11 +117,19 @@ func (s *Store) read(ctx context.Context, sc *redis.Script, key string, args ...
 // gets a *scheduler.DuplicateError with ExistingID equal to its own ID.
 func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, error) {
 	type prepared struct {
-		t    *scheduler.Task
-		args []any
+		t     *scheduler.Task
+		js    []byte
+		ukey  string // "" without a unique key
+		combo string
+		rkey  string
+		ikey  string
+		score string
 	}
 	prep := make([]prepared, len(tasks))
-	ids := make(map[string]int, len(tasks))
+	var ids map[string]int
+	if len(tasks) > 1 {
+		ids = make(map[string]int, len(tasks))
+	}
 	for i, t := range tasks {
 		if t == nil {
 			return nil, fmt.Errorf("redisstore: task %d: %w", i, &scheduler.ValidationError{Field: "task", Reason: "nil task"})
@@ -126,30 +137,41 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 		if err := scheduler.ValidateNew(t); err != nil {
 			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID, err)
 		}
-		if j, dup := ids[t.ID]; dup {
-			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID,
-				&scheduler.ValidationError{Field: "id", Reason: fmt.Sprintf("same ID as task %d of the batch", j)})
+		if ids != nil {
+			if j, dup := ids[t.ID]; dup {
+				return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID,
+					&scheduler.ValidationError{Field: "id", Reason: fmt.Sprintf("same ID as task %d of the batch", j)})
+			}
+			ids[t.ID] = i
 		}
-		ids[t.ID] = i
-		js, err := record(t)
+		js, err := record(t, s.token())
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: task %d (%s): %w", i, t.ID, err)
 		}
-		uk := ""
+		p := prepared{t: t, js: js, combo: t.Queue + ":" + t.Type, rkey: s.taskKey(t.ID), score: micros(t.RunAt)}
+		p.ikey = s.ns + ":i:" + string(t.State) + ":" + p.combo
 		if t.UniqueKey != "" {
-			uk = stored(t.UniqueKey)
+			p.ukey = s.ns + ":u:" + stored(t.UniqueKey)
 		}
-		prep[i] = prepared{t: t, args: []any{t.ID, js, string(t.State), t.Queue, t.Type, uk, micros(t.RunAt)}}
+		prep[i] = p
 	}
 	res := make([]error, len(tasks))
 	for start := 0; start < len(prep); start += createChunk {
 		chunk := prep[start:min(start+createChunk, len(prep))]
-		args := make([]any, 0, 4+7*len(chunk))
-		args = append(args, s.ns, s.token(), s.replayMS, len(chunk))
+		keys := make([]string, 0, 2+3*len(chunk))
+		keys = append(keys, s.ns+":c", s.ns+":o")
+		args := make([]any, 0, 2+5*len(chunk))
+		args = append(args, s.ns, len(chunk))
 		for _, p := range chunk {
-			args = append(args, p.args...)
+			keys = append(keys, p.rkey, p.ikey)
+			hasUK := "0"
+			if p.ukey != "" {
+				keys = append(keys, p.ukey)
+				hasUK = "1"
+			}
+			args = append(args, p.t.ID, p.js, p.score, p.combo, hasUK)
 		}
-		reply, err := createLua.Run(ctx, s.rdb, []string{s.ns + ":c"}, args...).Slice()
+		reply, err := createLua.Run(ctx, s.rdb, keys, args...).Slice()
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: create: %w", err)
 		}
@@ -195,12 +217,9 @@ func (s *Store) Get(ctx context.Context, id string) (*scheduler.Task, error) {
 
 // decode parses the record of id.
 func (s *Store) decode(id string, b []byte) (*scheduler.Task, error) {
-	t := new(scheduler.Task)
-	if err := t.UnmarshalJSON(b); err != nil { // validates b once; json.Unmarshal would twice
+	t, err := parseRecord(id, b)
+	if err != nil {
 		return nil, &CorruptRecordError{Key: s.taskKey(id), Err: err}
-	}
-	if t.ID != id || !t.State.Valid() {
-		return nil, &CorruptRecordError{Key: s.taskKey(id), Err: fmt.Errorf("record holds id %q, state %q", t.ID, t.State)}
 	}
 	return t, nil
 }
@@ -245,10 +264,8 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 		}
 	}
 	result := ""
-	if p.State == scheduler.StateSucceeded && len(p.Result) > 0 {
-		if result, err = resultMember(p.Result); err != nil {
-			return nil, fmt.Errorf("redisstore: finish %s: %w", id, err)
-		}
+	if p.State == scheduler.StateSucceeded {
+		result = resultMember(p.Result)
 	}
 	return s.transition1(ctx, transitionOp{kind: "f", name: "finish", id: id,
 		args: []any{p.Attempt, string(p.State), stored(p.Error), result, runAt, p.AddRetries, now, micros(p.Now), micros(p.RunAt)}})
@@ -485,7 +502,7 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 	total := 0
 	for limit > 0 {
 		chunk := min(limit, purgeChunk)
-		reply, err := s.run(ctx, purgeScript, s.ns+":d", micros(before), chunk)
+		reply, err := s.run(ctx, purgeScript, s.ns+":d", micros(before), chunk, purgeLook)
 		if err != nil {
 			return total, fmt.Errorf("redisstore: purge: %w", err)
 		}
@@ -630,7 +647,7 @@ func isWrongType(err error) bool {
 // epoch, exact in a float64.
 func micros(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
 
-// timeString is t as Task.MarshalJSON writes it (RFC 3339 with
+// timeString is t as a record holds it (RFC 3339 with
 // nanoseconds), or "" for the zero time (the record omits zero times).
 func timeString(t time.Time) (string, error) {
 	if t.IsZero() {
@@ -658,55 +675,11 @@ func stored(s string) string {
 	return out
 }
 
-// record returns the stored form of a new task: its JSON with the payload
-// and result members moved last, so that scripts find where the members
-// they change end without decoding the payload (see luaRecord).
-func record(t *scheduler.Task) ([]byte, error) {
-	js, err := t.MarshalJSON() // compact already: json.Marshal would check and compact it again
-	if err != nil {
-		return nil, &scheduler.ValidationError{Field: "task", Reason: err.Error()}
-	}
-	var tail []byte
-	for _, b := range []struct {
-		name string
-		v    []byte
-	}{{"payload", t.Payload}, {"result", t.Result}} {
-		if len(b.v) == 0 {
-			continue
-		}
-		raw := append([]byte(`,"`+b.name+`":`), b.v...)
-		b64 := []byte(`,"` + b.name + `_base64":"` + base64.StdEncoding.EncodeToString(b.v) + `"`)
-		cut := false
-		for _, m := range [][]byte{raw, b64} {
-			if i := bytes.Index(js, m); i >= 0 && (js[i+len(m)] == ',' || js[i+len(m)] == '}') {
-				js = append(js[:i:i], js[i+len(m):]...)
-				tail = append(tail, m...)
-				cut = true
-				break
-			}
-		}
-		if !cut {
-			return nil, fmt.Errorf("redisstore: task %s: %s member not found in its JSON", t.ID, b.name)
-		}
-	}
-	if len(tail) == 0 {
-		return js, nil
-	}
-	out := make([]byte, 0, len(js)+len(tail))
-	out = append(out, js[:len(js)-1]...)
-	out = append(out, tail...)
-	return append(out, '}'), nil
-}
-
-// resultMember encodes a result as Task.MarshalJSON does, as the member
-// `,"result":<value>` when it is a JSON value or `,"result_base64":"..."`.
-func resultMember(result []byte) (string, error) {
-	js, err := record(&scheduler.Task{Result: result})
-	if err != nil {
-		return "", err
-	}
-	i := bytes.Index(js, []byte(`,"result`))
-	return string(js[i : len(js)-1]), nil
+// resultMember encodes a result as the record holds it: the member
+// `,"rs":<value>` when it is a JSON value the record can embed, else
+// `,"rs64":"<base64>"`.
+func resultMember(result []byte) string {
+	return string(appendBytesMember(nil, "rs", result))
 }
 
 func flag(b bool) string {
