@@ -89,23 +89,23 @@
 // clocks agree): a worker whose clock runs ahead can hold up purging by
 // as much as its lead.
 //
-// go-redis resends a command whose reply it did not receive (MaxRetries),
-// so a script can run twice although the caller sent it once. Every
-// changing script takes a token unique to its call. Create writes it into
-// each new record (member ct): a resent Create finds its records byte for
-// byte and counts them as stored, while a Create of the same task by any
-// other call is a duplicate. (Should a task start before the resent call
-// arrives, which takes a retry span longer than the outbox's republish
-// delay, that call reports the task as a duplicate of itself.) The other
-// changing scripts record the token, with a TTL of the replay window, in
-// the same script; a second run finds it and answers as the first did
-// (Heartbeat and Purge with the saved reply, transitions with the task as
-// it is now) without applying anything again. A batch of starts and finishes records the outcome of each under
-// its one token: a resent batch answers the transitions that applied with
-// the task as it is now and refuses the others as the first run did. A
-// single Cancel or Retry refused by its fence records nothing, so its
-// resend is refused the same way. Claim stores its caller's token as the claim, so a
-// resent Claim still wins. The replay window must cover the client's whole
+// go-redis resends a command whose reply it did not receive (MaxRetries), so
+// a script can run twice although the caller sent it once. Every changing
+// script takes a token unique to its call. Create writes it into each new
+// record (member ct): a resent Create finds its records byte for byte and
+// counts them as stored, while a Create of the same task by any other call
+// is a duplicate. (Should a task start before the resent call arrives, which
+// takes a retry span longer than the outbox's republish delay, that call
+// reports the task as a duplicate of itself.) The other changing scripts
+// record the token, with a TTL of the replay window, in the same script; a
+// second run finds it and answers as the first did (Heartbeat and Purge with
+// the saved reply, transitions with the task as it is now) without applying
+// anything again. A batch of starts and finishes records the outcome of each
+// under its one token: a resent batch answers the transitions that applied
+// with the task as it is now and refuses the others as the first run did. A
+// single Cancel or Retry refused by its fence records nothing, so its resend
+// is refused the same way. Claim stores its caller's token as the claim, so
+// a resent Claim still wins. The replay window must cover the client's whole
 // retry span.
 //
 // # Errors
