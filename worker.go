@@ -383,17 +383,20 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 	p := FinishParams{Attempt: t.Attempt, Now: now}
 	var snooze *SnoozeError
 	var panicked *PanicError
+	if herr != nil {
+		snooze, panicked = errorAs[*SnoozeError](herr), errorAs[*PanicError](herr)
+	}
 	switch {
 	case herr == nil:
 		p.State, p.Result = StateSucceeded, t.Result
-	case errors.As(herr, &snooze):
+	case snooze != nil:
 		p.State, p.RunAt, p.AddRetries = StateScheduled, now.Add(snooze.After), 1
 	case errors.Is(herr, SkipRetry) || t.Attempt > t.MaxRetries:
 		p.State, p.Error = StateDead, errorText(herr)
 	default:
 		p.State, p.Error, p.RunAt = StateRetrying, errorText(herr), now.Add(w.s.cfg.retry(t.Attempt, herr))
 	}
-	if errors.As(herr, &panicked) {
+	if panicked != nil {
 		log.log(zap.ErrorLevel, "handler panicked", zap.Any("panic", panicked.Value), zap.ByteString("stack", panicked.Stack))
 	}
 	done, err := retryStore(hard, log, func(ctx context.Context) (*Task, error) {
@@ -449,6 +452,13 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 		cancel()
 		w.settle(d, log, d.Ack)
 	}
+}
+
+// errorAs returns the first error in err's tree that is a T, or the zero T.
+func errorAs[T error](err error) T {
+	var target T
+	errors.As(err, &target)
+	return target
 }
 
 // errorText is the short form of a handler error kept in LastError.
