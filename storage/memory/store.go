@@ -50,16 +50,63 @@ const numShards = 32
 type shard struct {
 	mu       sync.Mutex
 	tasks    map[string]*record
-	outbox   map[string]time.Time // id -> when it is due
-	finished []finished           // terminal tasks in the order they finished, for Purge
-	counts   [numStates]int64     // by stateIndex
-	_        [64]byte             // keeps neighbouring shards' mutexes off one cache line
+	outbox   []outboxEntry    // in the order added, stale entries among them
+	inOutbox int              // tasks in the outbox: the live entries of outbox
+	finished []finished       // terminal tasks in the order they finished, for Purge
+	counts   [numStates]int64 // by stateIndex
+	_        [64]byte         // keeps neighbouring shards' mutexes off one cache line
 }
 
 // record is a stored task.
 type record struct {
 	task    scheduler.Task
 	driving int // attempt of the message driving the task (see Start)
+	// The task is in the outbox, due at due, while queued; the outbox
+	// entry of gen is its current one.
+	queued bool
+	gen    uint32
+	due    time.Time
+}
+
+// outboxEntry is an entry of a shard's outbox list. Taking a task out of
+// the outbox only marks its record; the entry stays, stale, until the list
+// is compacted. So a task enters and leaves the outbox, as nearly every
+// task does within milliseconds, without any map operation.
+type outboxEntry struct {
+	r   *record
+	gen uint32
+}
+
+// live reports whether e is the current entry of a task in the outbox.
+func (e outboxEntry) live() bool { return e.r.queued && e.r.gen == e.gen }
+
+// enqueue puts r in the outbox, due at due (replacing any earlier entry);
+// the caller holds sh.mu.
+func (sh *shard) enqueue(r *record, due time.Time) {
+	if !r.queued {
+		sh.inOutbox++
+	}
+	r.queued, r.due = true, due
+	r.gen++
+	if len(sh.outbox) >= 2*sh.inOutbox+256 {
+		live := sh.outbox[:0]
+		for _, e := range sh.outbox {
+			if e.live() {
+				live = append(live, e)
+			}
+		}
+		clear(sh.outbox[len(live):])
+		sh.outbox = live
+	}
+	sh.outbox = append(sh.outbox, outboxEntry{r: r, gen: r.gen})
+}
+
+// dequeue takes r out of the outbox; the caller holds sh.mu.
+func (sh *shard) dequeue(r *record) {
+	if r.queued {
+		r.queued = false
+		sh.inOutbox--
+	}
 }
 
 // numStates is the number of task states (scheduler.States).
@@ -112,7 +159,6 @@ func New() *Store {
 	}
 	for i := range s.shards {
 		s.shards[i].tasks = make(map[string]*record)
-		s.shards[i].outbox = make(map[string]time.Time)
 	}
 	return s
 }
@@ -176,7 +222,7 @@ func (s *Store) insert(sh *shard, r *record) error {
 	}
 	sh.tasks[t.ID] = r
 	sh.counts[stateIndex(t.State)]++
-	sh.outbox[t.ID] = t.RunAt
+	sh.enqueue(r, t.RunAt)
 	return nil
 }
 
@@ -235,9 +281,10 @@ func (s *Store) Get(ctx context.Context, id string) (*scheduler.Task, error) {
 	return unlockCopy(sh, r), nil
 }
 
-// setState moves t to st keeping the per-state counts; the caller holds
-// sh.mu.
-func (s *Store) setState(sh *shard, t *scheduler.Task, st scheduler.State) {
+// setState moves r's task to st keeping the per-state counts; the caller
+// holds sh.mu.
+func (s *Store) setState(sh *shard, r *record, st scheduler.State) {
+	t := &r.task
 	sh.counts[stateIndex(t.State)]--
 	sh.counts[stateIndex(st)]++
 	t.State = st
@@ -249,7 +296,7 @@ func (s *Store) setState(sh *shard, t *scheduler.Task, st scheduler.State) {
 			}
 			s.uniqueMu.Unlock()
 		}
-		delete(sh.outbox, t.ID)
+		sh.dequeue(r)
 		sh.finished = append(sh.finished, finished{id: t.ID, at: t.FinishedAt})
 	}
 }
@@ -269,12 +316,12 @@ func (s *Store) Start(ctx context.Context, id string, p scheduler.StartParams) (
 		sh.mu.Unlock()
 		return nil, err
 	}
-	s.setState(sh, t, scheduler.StateRunning)
+	s.setState(sh, r, scheduler.StateRunning)
 	r.driving = p.Attempt
 	t.Attempt++
 	t.StartedAt = p.Now
 	t.WorkerID = p.WorkerID
-	delete(sh.outbox, id)
+	sh.dequeue(r)
 	return unlockCopy(sh, r), nil
 }
 
@@ -311,9 +358,9 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 		t.FinishedAt = p.Now
 	case scheduler.StateRetrying, scheduler.StateScheduled:
 		t.RunAt = p.RunAt
-		sh.outbox[id] = p.RunAt
+		sh.enqueue(r, p.RunAt)
 	}
-	s.setState(sh, t, p.State)
+	s.setState(sh, r, p.State)
 	return unlockCopy(sh, r), nil
 }
 
@@ -335,7 +382,7 @@ func (s *Store) Cancel(ctx context.Context, id string, p scheduler.CancelParams)
 	}
 	t.LastError = p.Reason
 	t.FinishedAt = p.Now
-	s.setState(sh, t, scheduler.StateCanceled)
+	s.setState(sh, r, scheduler.StateCanceled)
 	return unlockCopy(sh, r), nil
 }
 
@@ -351,11 +398,11 @@ func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*scheduler
 		sh.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s is %s", scheduler.ErrNotRetryable, id, st)
 	}
-	s.setState(sh, t, scheduler.StatePending)
+	s.setState(sh, r, scheduler.StatePending)
 	t.MaxRetries += t.Attempt
 	t.FinishedAt = time.Time{}
 	t.RunAt = now
-	sh.outbox[id] = now
+	sh.enqueue(r, now)
 	return unlockCopy(sh, r), nil
 }
 
@@ -372,9 +419,9 @@ func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 	s.lockAll()
 	for i := range s.shards {
 		sh := &s.shards[i]
-		for id, at := range sh.outbox {
-			if at.Before(before) {
-				due = append(due, entry{&sh.tasks[id].task, at})
+		for _, e := range sh.outbox {
+			if e.live() && e.r.due.Before(before) {
+				due = append(due, entry{&e.r.task, e.r.due})
 			}
 		}
 	}
@@ -399,7 +446,7 @@ func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error 
 		sh := s.shard(m.TaskID)
 		sh.mu.Lock()
 		if r, ok := sh.tasks[m.TaskID]; ok && r.task.State.Waiting() && r.task.Attempt == m.Attempt {
-			delete(sh.outbox, m.TaskID)
+			sh.dequeue(r)
 		}
 		sh.mu.Unlock()
 	}
