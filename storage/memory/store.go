@@ -61,11 +61,10 @@ type shard struct {
 type record struct {
 	task    scheduler.Task
 	driving int // attempt of the message driving the task (see Start)
-	// The task is in the outbox, due at due, while queued; the outbox
-	// entry of gen is its current one.
+	// The task is in the outbox, due at its RunAt, while queued; the
+	// outbox entry of gen is its current one.
 	queued bool
 	gen    uint32
-	due    time.Time
 }
 
 // outboxEntry is an entry of a shard's outbox list. Taking a task out of
@@ -80,13 +79,13 @@ type outboxEntry struct {
 // live reports whether e is the current entry of a task in the outbox.
 func (e outboxEntry) live() bool { return e.r.queued && e.r.gen == e.gen }
 
-// enqueue puts r in the outbox, due at due (replacing any earlier entry);
-// the caller holds sh.mu.
-func (sh *shard) enqueue(r *record, due time.Time) {
+// enqueue puts r in the outbox (replacing any earlier entry), due at its
+// task's RunAt; the caller holds sh.mu.
+func (sh *shard) enqueue(r *record) {
 	if !r.queued {
 		sh.inOutbox++
 	}
-	r.queued, r.due = true, due
+	r.queued = true
 	r.gen++
 	if len(sh.outbox) >= 2*sh.inOutbox+256 {
 		live := sh.outbox[:0]
@@ -222,7 +221,7 @@ func (s *Store) insert(sh *shard, r *record) error {
 	}
 	sh.tasks[t.ID] = r
 	sh.counts[stateIndex(t.State)]++
-	sh.enqueue(r, t.RunAt)
+	sh.enqueue(r)
 	return nil
 }
 
@@ -358,7 +357,7 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 		t.FinishedAt = p.Now
 	case scheduler.StateRetrying, scheduler.StateScheduled:
 		t.RunAt = p.RunAt
-		sh.enqueue(r, p.RunAt)
+		sh.enqueue(r)
 	}
 	s.setState(sh, r, p.State)
 	return unlockCopy(sh, r), nil
@@ -402,7 +401,7 @@ func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*scheduler
 	t.MaxRetries += t.Attempt
 	t.FinishedAt = time.Time{}
 	t.RunAt = now
-	sh.enqueue(r, now)
+	sh.enqueue(r)
 	return unlockCopy(sh, r), nil
 }
 
@@ -420,8 +419,8 @@ func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 	for i := range s.shards {
 		sh := &s.shards[i]
 		for _, e := range sh.outbox {
-			if e.live() && e.r.due.Before(before) {
-				due = append(due, entry{&e.r.task, e.r.due})
+			if e.live() && e.r.task.RunAt.Before(before) {
+				due = append(due, entry{&e.r.task, e.r.task.RunAt})
 			}
 		}
 	}
