@@ -164,11 +164,11 @@ func (s *Scheduler) SubmitMany(ctx context.Context, reqs []Request) ([]SubmitRes
 // newTask builds and validates a task from a submission.
 func (s *Scheduler) newTask(taskType string, payload []byte, opts []SubmitOption, now time.Time) (*Task, error) {
 	c := submitConfig{priority: PriorityDefault, queue: DefaultQueue, maxRetries: DefaultMaxRetries}
-	for _, o := range opts {
-		if o == nil {
-			return nil, fmt.Errorf("%w: nil submit option", ErrInvalidOption)
+	if len(opts) > 0 {
+		var err error
+		if c, err = applySubmitOptions(c, opts); err != nil {
+			return nil, err
 		}
-		o.applySubmit(&c)
 	}
 	if len(payload) > s.cfg.maxPayload {
 		return nil, invalid("payload", fmt.Sprintf("%d bytes, more than the limit of %d", len(payload), s.cfg.maxPayload))
@@ -202,6 +202,18 @@ func (s *Scheduler) newTask(taskType string, payload []byte, opts []SubmitOption
 	return t, nil
 }
 
+// applySubmitOptions returns c with opts applied. (Kept apart from newTask
+// so that only a submission with options puts its config on the heap.)
+func applySubmitOptions(c submitConfig, opts []SubmitOption) (submitConfig, error) {
+	for _, o := range opts {
+		if o == nil {
+			return c, fmt.Errorf("%w: nil submit option", ErrInvalidOption)
+		}
+		o.applySubmit(&c)
+	}
+	return c, nil
+}
+
 // submit stores tasks, publishes the ones stored, and takes them out of
 // the outbox once confirmed.
 func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, error) {
@@ -213,15 +225,13 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 		return nil, fmt.Errorf("scheduler: store: %w", err)
 	}
 	res := make([]SubmitResult, len(tasks))
-	var created []int // indexes of the tasks stored
+	created := make([]int, 0, len(tasks)) // indexes of the tasks stored
 	for i, t := range tasks {
 		res[i] = SubmitResult{ID: t.ID, Err: errs[i]}
-		var dup *DuplicateError
-		if errors.As(errs[i], &dup) {
-			res[i].ID = dup.ExistingID
-		}
 		if errs[i] == nil {
 			created = append(created, i)
+		} else if id, ok := duplicateOf(errs[i]); ok {
+			res[i].ID = id
 		}
 	}
 	if len(created) == 0 {
@@ -237,7 +247,7 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 	if perr := s.broker.Publish(ctx, msgs...); perr != nil {
 		s.abort(ctx, tasks, created, res, perr)
 	}
-	var sent []Message
+	sent := make([]Message, 0, len(msgs))
 	for j, i := range created {
 		if res[i].Err == nil {
 			sent = append(sent, msgs[j])
@@ -249,6 +259,16 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 	}
 	s.confirmedAll(sent)
 	return res, nil
+}
+
+// duplicateOf returns the ID of the task holding the place of a task whose
+// Create failed with err, if err is a *DuplicateError.
+func duplicateOf(err error) (string, bool) {
+	var dup *DuplicateError
+	if errors.As(err, &dup) {
+		return dup.ExistingID, true
+	}
+	return "", false
 }
 
 // abort cancels the created tasks whose publish failed and records the

@@ -228,13 +228,20 @@ func ValidateID(id string) error {
 		return invalid("id", fmt.Sprintf("longer than %d bytes", MaxIDLen))
 	}
 	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !isAlnum(c) && c != '-' && c != '_' {
-			return invalid("id", fmt.Sprintf("character %q not allowed", c))
+		if !idChars[id[i]] {
+			return invalid("id", fmt.Sprintf("character %q not allowed", id[i]))
 		}
 	}
 	return nil
 }
+
+// idChars marks the bytes a task ID may contain.
+var idChars = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = isAlnum(byte(c)) || c == '-' || c == '_'
+	}
+	return t
+}()
 
 func validateType(s string) error {
 	return validateName("type", s, MaxTypeLen, "._:-")
@@ -253,7 +260,7 @@ func validateName(field, s string, max int, extra string) error {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if isAlnum(c) {
+		if alnum[c] {
 			continue
 		}
 		ok := false
@@ -281,6 +288,14 @@ func validateUniqueKey(k string) error {
 	}
 	return nil
 }
+
+// alnum marks the ASCII letters and digits.
+var alnum = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = isAlnum(byte(c))
+	}
+	return t
+}()
 
 func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -187,7 +186,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	var lostOnce sync.Once
 	for range w.cfg.concurrency {
-		slots.Go(func() {
+		sl := w.newSlot(hard, &slots)
+		go func() {
+			defer sl.leave()
 			for {
 				select {
 				case d, ok := <-work:
@@ -195,12 +196,15 @@ func (w *Worker) Run(ctx context.Context) error {
 						lostOnce.Do(func() { lost <- fmt.Errorf("scheduler: queue %s: %w", w.cfg.queues[0], ErrClosed) })
 						return
 					}
-					w.process(hard, d)
+					w.process(hard, d, sl)
+					if sl.abandoned() {
+						return // the worker stopped while the handler ran: the slot is gone
+					}
 				case <-stopTaking:
 					return
 				}
 			}
-		})
+		}()
 	}
 	bgCtx, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
 	background.Go(func() { w.heartbeatLoop(bgCtx) })
@@ -265,7 +269,7 @@ func (w *Worker) feed(c Consumer, queue string, work chan<- Delivery, stop <-cha
 
 // process runs one delivery to its end: start, handler, outcome, settle.
 // Every state change is stored before the message is settled.
-func (w *Worker) process(hard context.Context, d Delivery) {
+func (w *Worker) process(hard context.Context, d Delivery, sl *slot) {
 	m := d.Message()
 	log := &taskLogger{base: w.tlog, m: m}
 	start := w.s.now()
@@ -294,7 +298,10 @@ func (w *Worker) process(hard context.Context, d Delivery) {
 	log.log(zap.DebugLevel, "task started", zap.Duration("wait", wait))
 	w.s.emit(Event{Kind: EventStarted, Task: t, Wait: max(wait, 0), WorkerID: w.cfg.id, Time: start})
 
-	herr, handedBack := w.run(hard, t)
+	herr, handedBack := w.run(hard, sl, t, d, log, start)
+	if sl.abandoned() {
+		return // handed back by the slot's rescue
+	}
 	if handedBack {
 		w.handBack(t, d, log)
 		w.s.emit(Event{Kind: EventAborted, Task: t, Duration: w.s.now().Sub(start), WorkerID: w.cfg.id, Time: w.s.now()})
@@ -303,10 +310,11 @@ func (w *Worker) process(hard context.Context, d Delivery) {
 	w.finish(hard, t, d, herr, w.s.now().Sub(start), log)
 }
 
-// run calls the task's handler in its own goroutine, so that a handler
-// ignoring its context cannot hold up a stopping worker. It returns the
-// handler's error, or handedBack when the worker stopped first.
-func (w *Worker) run(hard context.Context, t *Task) (err error, handedBack bool) {
+// run calls the task's handler on the slot's goroutine. It returns the
+// handler's error, or handedBack when the worker stopped first. When the
+// rescue took the task over meanwhile (sl.abandoned), the result is
+// meaningless and the caller drops it.
+func (w *Worker) run(hard context.Context, sl *slot, t *Task, d Delivery, log *taskLogger, start time.Time) (err error, handedBack bool) {
 	h := w.handler(t.Type)
 	if h == nil {
 		return fmt.Errorf("%w %q", ErrNoHandler, t.Type), false
@@ -329,28 +337,22 @@ func (w *Worker) run(hard context.Context, t *Task) (err error, handedBack bool)
 		w.nInFlight.Add(-1)
 	}()
 
-	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if v := recover(); v != nil {
-				done <- &PanicError{Value: v, Stack: debug.Stack()}
-			}
-		}()
-		done <- h(ctx, t)
-	}()
-	select {
-	case err := <-done:
-		// A handler that gave up because the worker is stopping did not
-		// fail: its task goes back to the queue.
-		return err, err != nil && hard.Err() != nil
-	case <-hard.Done():
-		select {
-		case err := <-done:
-			return err, err != nil
-		default:
-			return nil, true
-		}
+	sl.mu.Lock()
+	sl.state, sl.t, sl.d, sl.log, sl.start = slotRunning, t, d, *log, start
+	sl.mu.Unlock()
+	called := hard.Err() == nil // a worker stopping hard starts no handler
+	if called {
+		err = callHandler(ctx, h, t)
 	}
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.state == slotAbandoned {
+		return err, true
+	}
+	sl.state, sl.t, sl.d, sl.log = slotIdle, nil, nil, taskLogger{}
+	// A handler that gave up because the worker is stopping did not fail:
+	// its task goes back to the queue, as does one never called.
+	return err, !called || err != nil && hard.Err() != nil
 }
 
 // cancelTask cancels the handler context of a task running here.
@@ -381,17 +383,20 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 	p := FinishParams{Attempt: t.Attempt, Now: now}
 	var snooze *SnoozeError
 	var panicked *PanicError
+	if herr != nil {
+		snooze, panicked = errorAs[*SnoozeError](herr), errorAs[*PanicError](herr)
+	}
 	switch {
 	case herr == nil:
 		p.State, p.Result = StateSucceeded, t.Result
-	case errors.As(herr, &snooze):
+	case snooze != nil:
 		p.State, p.RunAt, p.AddRetries = StateScheduled, now.Add(snooze.After), 1
 	case errors.Is(herr, SkipRetry) || t.Attempt > t.MaxRetries:
 		p.State, p.Error = StateDead, errorText(herr)
 	default:
 		p.State, p.Error, p.RunAt = StateRetrying, errorText(herr), now.Add(w.s.cfg.retry(t.Attempt, herr))
 	}
-	if errors.As(herr, &panicked) {
+	if panicked != nil {
 		log.log(zap.ErrorLevel, "handler panicked", zap.Any("panic", panicked.Value), zap.ByteString("stack", panicked.Stack))
 	}
 	done, err := retryStore(hard, log, func(ctx context.Context) (*Task, error) {
@@ -447,6 +452,13 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 		cancel()
 		w.settle(d, log, d.Ack)
 	}
+}
+
+// errorAs returns the first error in err's tree that is a T, or the zero T.
+func errorAs[T error](err error) T {
+	var target T
+	errors.As(err, &target)
+	return target
 }
 
 // errorText is the short form of a handler error kept in LastError.

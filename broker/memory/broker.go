@@ -13,9 +13,11 @@
 package membroker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -56,7 +58,7 @@ func New() *Broker {
 type queue struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
-	ready  itemHeap
+	ready  readySet
 	seq    uint64
 	closed bool
 }
@@ -67,53 +69,59 @@ type item struct {
 	redelivered bool
 }
 
-// itemHeap is a binary max-heap of items: highest priority first, then
-// lowest sequence number (FIFO within a priority).
-type itemHeap []item
-
-func (h itemHeap) less(i, j int) bool {
-	if h[i].msg.Priority != h[j].msg.Priority {
-		return h[i].msg.Priority > h[j].msg.Priority
-	}
-	return h[i].seq < h[j].seq
+// readySet holds the ready messages of a queue: a FIFO per priority, each
+// in sequence order, so that taking the next message (highest priority
+// first, then lowest sequence number) and adding a new one take constant
+// time. A requeued message keeps its old sequence number and is put back
+// at its place in its FIFO.
+type readySet struct {
+	fifos [scheduler.PriorityMax + 1]fifo
+	n     int
 }
 
-func (h *itemHeap) push(it item) {
-	*h = append(*h, it)
-	a := *h
-	for i := len(a) - 1; i > 0; {
-		parent := (i - 1) / 2
-		if !a.less(i, parent) {
-			break
-		}
-		a[i], a[parent] = a[parent], a[i]
-		i = parent
-	}
+// fifo is a queue of items in increasing sequence order: items[head:].
+type fifo struct {
+	items []item
+	head  int
 }
 
-func (h *itemHeap) pop() item {
-	a := *h
-	top := a[0]
-	last := len(a) - 1
-	a[0] = a[last]
-	a[last] = item{}
-	a = a[:last]
-	for i := 0; ; {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < len(a) && a.less(l, m) {
-			m = l
-		}
-		if r < len(a) && a.less(r, m) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		a[i], a[m] = a[m], a[i]
-		i = m
+func (r *readySet) len() int { return r.n }
+
+// push adds it, whose priority is within PriorityMin..PriorityMax.
+func (r *readySet) push(it item) {
+	f := &r.fifos[it.msg.Priority]
+	live := f.items[f.head:]
+	if len(live) == 0 || live[len(live)-1].seq < it.seq {
+		f.items = append(f.items, it)
+	} else {
+		i, _ := slices.BinarySearchFunc(live, it.seq, func(x item, seq uint64) int { return cmp.Compare(x.seq, seq) })
+		f.items = slices.Insert(f.items, f.head+i, it)
 	}
-	*h = a
-	return top
+	r.n++
+}
+
+// pop removes and returns the next item; the set must not be empty.
+func (r *readySet) pop() item {
+	for p := len(r.fifos) - 1; ; p-- {
+		f := &r.fifos[p]
+		if f.head == len(f.items) {
+			continue
+		}
+		it := f.items[f.head]
+		f.items[f.head] = item{}
+		f.head++
+		switch {
+		case f.head == len(f.items):
+			f.items, f.head = f.items[:0], 0
+		case f.head >= 1024 && f.head*2 >= len(f.items):
+			// Mostly consumed: move the rest to the front.
+			n := copy(f.items, f.items[f.head:])
+			clear(f.items[n:])
+			f.items, f.head = f.items[:n], 0
+		}
+		r.n--
+		return it
+	}
 }
 
 // queue returns the queue named name, creating it; nil once closed.
@@ -261,7 +269,7 @@ func (b *Broker) Depth(ctx context.Context, queueName string) (int, error) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.ready), nil
+	return q.ready.len(), nil
 }
 
 // Ping implements scheduler.Broker.
@@ -313,7 +321,7 @@ func (b *Broker) Close() error {
 	for _, q := range queues {
 		q.mu.Lock()
 		q.closed = true
-		q.ready = nil
+		q.ready = readySet{}
 		q.mu.Unlock()
 	}
 	return nil
@@ -342,7 +350,7 @@ func (c *consumer) run() {
 	q := c.q
 	for {
 		q.mu.Lock()
-		for !c.closed && (len(c.unsettled) >= c.prefetch || len(q.ready) == 0) {
+		for !c.closed && (len(c.unsettled) >= c.prefetch || q.ready.len() == 0) {
 			q.cond.Wait()
 		}
 		if c.closed {

@@ -34,20 +34,22 @@ type Group[Req, Res any] struct {
 }
 
 type call[Req, Res any] struct {
-	ctx   context.Context
-	req   Req
-	res   Res
-	err   error
-	done  chan struct{}          // closed when res and err are set
-	lead  chan []*call[Req, Res] // receives the batch this call must run
-	taken bool                   // in a batch (guarded by Group.mu)
+	ctx context.Context
+	req Req
+	res Res
+	err error
+	// wake, only for a call that waits, receives the batch the call must
+	// run or, once res and err are set, nil. A call gets exactly one of the
+	// two: a call taken into a batch is never chosen to lead another.
+	wake  chan []*call[Req, Res]
+	taken bool // in a batch (guarded by Group.mu)
 }
 
 // Do runs req in a batch and returns its result. If ctx ends while the
 // call still waits for a batch, Do returns ctx.Err() and req is never run;
 // once its batch has started, Do waits for the batch's outcome.
 func (g *Group[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
-	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan struct{})}
+	c := &call[Req, Res]{ctx: ctx, req: req}
 	g.mu.Lock()
 	if g.inFlight < g.MaxInFlight {
 		g.inFlight++
@@ -57,14 +59,14 @@ func (g *Group[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 		g.runAndHandOff(batch)
 		return c.res, c.err
 	}
-	c.lead = make(chan []*call[Req, Res], 1)
+	c.wake = make(chan []*call[Req, Res], 1)
 	g.queue = append(g.queue, c)
 	g.mu.Unlock()
 	select {
-	case <-c.done:
-		return c.res, c.err
-	case batch := <-c.lead:
-		g.runAndHandOff(batch)
+	case batch := <-c.wake:
+		if batch != nil {
+			g.runAndHandOff(batch)
+		}
 		return c.res, c.err
 	case <-ctx.Done():
 	}
@@ -82,9 +84,7 @@ func (g *Group[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	}
 	g.mu.Unlock()
 	// Taken meanwhile: the batch runs, maybe by this call.
-	select {
-	case <-c.done:
-	case batch := <-c.lead:
+	if batch := <-c.wake; batch != nil {
 		g.runAndHandOff(batch)
 	}
 	return c.res, c.err
@@ -116,7 +116,7 @@ func (g *Group[Req, Res]) kick() {
 	g.inFlight++
 	next := g.takeLocked()
 	g.mu.Unlock()
-	next[0].lead <- next
+	next[0].wake <- next
 }
 
 // runAndHandOff runs batch, then gives the next batch, if calls wait, to
@@ -131,7 +131,7 @@ func (g *Group[Req, Res]) runAndHandOff(batch []*call[Req, Res]) {
 	}
 	next := g.takeLocked()
 	g.mu.Unlock()
-	next[0].lead <- next
+	next[0].wake <- next
 }
 
 func (g *Group[Req, Res]) run(batch []*call[Req, Res]) {
@@ -150,7 +150,7 @@ func (g *Group[Req, Res]) run(batch []*call[Req, Res]) {
 				stop()
 				for _, c := range batch {
 					c.err = fmt.Errorf("coalesce: batch panicked: %v", v)
-					close(c.done)
+					c.done()
 				}
 				g.mu.Lock()
 				g.inFlight--
@@ -168,7 +168,16 @@ func (g *Group[Req, Res]) run(batch []*call[Req, Res]) {
 		} else {
 			c.res = res[i]
 		}
-		close(c.done)
+		c.done()
+	}
+}
+
+// done tells the caller, if it waits, that res and err are set; the
+// leader of a batch, which does not wait, has no wake channel. The
+// caller reads res and err after this, so done is the last touch of c.
+func (c *call[Req, Res]) done() {
+	if c.wake != nil {
+		c.wake <- nil
 	}
 }
 

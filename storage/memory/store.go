@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"sort"
 	"sync"
@@ -21,18 +22,90 @@ import (
 
 // Store is an in-memory scheduler.Store. The zero value is not usable; call
 // New. All methods are safe for concurrent use.
+//
+// Tasks are spread over shards by a hash of their ID, each with its own
+// mutex, so that transitions of different tasks rarely wait for each
+// other. A transition locks the one shard of its task; Counts, List and
+// Outbox lock every shard (in order) and so see one consistent state.
+// Unique keys, which span shards, and the worker registry have mutexes of
+// their own, always taken after a shard's, never before.
 type Store struct {
+	seed   maphash.Seed
+	shards [numShards]shard
+
+	uniqueMu sync.Mutex
+	unique   map[string]string // unique key -> id of the unfinished task holding it
+
+	metaMu  sync.Mutex
+	workers map[string]worker
+	cancels map[string][]string  // worker id -> canceled running task ids
+	claims  map[string]time.Time // key -> expiry
+	now     func() time.Time     // measures TTLs
+}
+
+// numShards is the number of task shards.
+const numShards = 32
+
+// shard holds the tasks whose ID hashes to it.
+type shard struct {
 	mu       sync.Mutex
-	tasks    map[string]*scheduler.Task
-	driving  map[string]int       // id -> attempt of the message driving the task (see Start)
-	unique   map[string]string    // unique key -> id of the unfinished task holding it
-	outbox   map[string]time.Time // id -> when it is due
-	finished []finished           // terminal tasks in the order they finished, for Purge
-	counts   [numStates]int64     // by stateIndex
-	workers  map[string]worker
-	cancels  map[string][]string  // worker id -> canceled running task ids
-	claims   map[string]time.Time // key -> expiry
-	now      func() time.Time     // measures TTLs
+	tasks    map[string]*record
+	outbox   []outboxEntry    // in the order added, stale entries among them
+	inOutbox int              // tasks in the outbox: the live entries of outbox
+	finished []finished       // terminal tasks in the order they finished, for Purge
+	counts   [numStates]int64 // by stateIndex
+	_        [64]byte         // keeps neighbouring shards' mutexes off one cache line
+}
+
+// record is a stored task.
+type record struct {
+	task    scheduler.Task
+	driving int // attempt of the message driving the task (see Start)
+	// The task is in the outbox, due at its RunAt, while queued; the
+	// outbox entry of gen is its current one.
+	queued bool
+	gen    uint32
+}
+
+// outboxEntry is an entry of a shard's outbox list. Taking a task out of
+// the outbox only marks its record; the entry stays, stale, until the list
+// is compacted. So a task enters and leaves the outbox, as nearly every
+// task does within milliseconds, without any map operation.
+type outboxEntry struct {
+	r   *record
+	gen uint32
+}
+
+// live reports whether e is the current entry of a task in the outbox.
+func (e outboxEntry) live() bool { return e.r.queued && e.r.gen == e.gen }
+
+// enqueue puts r in the outbox (replacing any earlier entry), due at its
+// task's RunAt; the caller holds sh.mu.
+func (sh *shard) enqueue(r *record) {
+	if !r.queued {
+		sh.inOutbox++
+	}
+	r.queued = true
+	r.gen++
+	if len(sh.outbox) >= 2*sh.inOutbox+256 {
+		live := sh.outbox[:0]
+		for _, e := range sh.outbox {
+			if e.live() {
+				live = append(live, e)
+			}
+		}
+		clear(sh.outbox[len(live):])
+		sh.outbox = live
+	}
+	sh.outbox = append(sh.outbox, outboxEntry{r: r, gen: r.gen})
+}
+
+// dequeue takes r out of the outbox; the caller holds sh.mu.
+func (sh *shard) dequeue(r *record) {
+	if r.queued {
+		r.queued = false
+		sh.inOutbox--
+	}
 }
 
 // numStates is the number of task states (scheduler.States).
@@ -75,15 +148,35 @@ var _ scheduler.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{
-		tasks:   make(map[string]*scheduler.Task),
-		driving: make(map[string]int),
+	s := &Store{
+		seed:    maphash.MakeSeed(),
 		unique:  make(map[string]string),
-		outbox:  make(map[string]time.Time),
 		workers: make(map[string]worker),
 		cancels: make(map[string][]string),
 		claims:  make(map[string]time.Time),
 		now:     time.Now,
+	}
+	for i := range s.shards {
+		s.shards[i].tasks = make(map[string]*record)
+	}
+	return s
+}
+
+// shard returns the shard of the task with id.
+func (s *Store) shard(id string) *shard {
+	return &s.shards[maphash.String(s.seed, id)%numShards]
+}
+
+// lockAll locks every shard, in order; unlockAll releases them.
+func (s *Store) lockAll() {
+	for i := range s.shards {
+		s.shards[i].mu.Lock()
+	}
+}
+
+func (s *Store) unlockAll() {
+	for i := range s.shards {
+		s.shards[i].mu.Unlock()
 	}
 }
 
@@ -98,107 +191,137 @@ func (s *Store) Create(ctx context.Context, tasks []*scheduler.Task) ([]error, e
 		}
 	}
 	errs := make([]error, len(tasks))
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for i, t := range tasks {
-		if _, ok := s.tasks[t.ID]; ok {
-			errs[i] = &scheduler.DuplicateError{ExistingID: t.ID}
-			continue
-		}
-		if t.UniqueKey != "" {
-			if holder, ok := s.unique[t.UniqueKey]; ok {
-				errs[i] = &scheduler.DuplicateError{UniqueKey: t.UniqueKey, ExistingID: holder}
-				continue
-			}
-			s.unique[t.UniqueKey] = t.ID
-		}
-		c := *t // the payload is shared: Create's caller hands it over
-		s.tasks[c.ID] = &c
-		s.counts[stateIndex(c.State)]++
-		s.outbox[c.ID] = c.RunAt
+		r := &record{task: *t} // the payload is shared: Create's caller hands it over
+		sh := s.shard(t.ID)
+		sh.mu.Lock()
+		errs[i] = s.insert(sh, r)
+		sh.mu.Unlock()
 	}
 	return errs, nil
 }
 
-// lookup validates id and returns its task; the caller holds s.mu.
-func (s *Store) lookup(id string) (*scheduler.Task, error) {
-	if err := scheduler.ValidateID(id); err != nil {
-		return nil, err
+// insert stores the new task r in sh, or returns a *DuplicateError; the
+// caller holds sh.mu.
+func (s *Store) insert(sh *shard, r *record) error {
+	t := &r.task
+	if _, ok := sh.tasks[t.ID]; ok {
+		return &scheduler.DuplicateError{ExistingID: t.ID}
 	}
-	t, ok := s.tasks[id]
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", scheduler.ErrTaskNotFound, id)
+	if t.UniqueKey != "" {
+		s.uniqueMu.Lock()
+		holder, ok := s.unique[t.UniqueKey]
+		if !ok {
+			s.unique[t.UniqueKey] = t.ID
+		}
+		s.uniqueMu.Unlock()
+		if ok {
+			return &scheduler.DuplicateError{UniqueKey: t.UniqueKey, ExistingID: holder}
+		}
 	}
-	return t, nil
+	sh.tasks[t.ID] = r
+	sh.counts[stateIndex(t.State)]++
+	sh.enqueue(r)
+	return nil
 }
 
-// update applies change to the task with id under the lock and returns a
-// copy of the result; change returns an error to refuse the transition.
-// Every transition refuses a terminal task unless allowTerminal.
-func (s *Store) update(ctx context.Context, id string, allowTerminal bool, change func(*scheduler.Task) error) (*scheduler.Task, error) {
+// lock validates id, locks its shard and returns the shard and the task's
+// record. On error the shard is not locked.
+func (s *Store) lock(ctx context.Context, id string) (*shard, *record, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.lookup(id)
+	if err := scheduler.ValidateID(id); err != nil {
+		return nil, nil, err
+	}
+	sh := s.shard(id)
+	sh.mu.Lock()
+	r, ok := sh.tasks[id]
+	if !ok {
+		sh.mu.Unlock()
+		return nil, nil, fmt.Errorf("%w: %s", scheduler.ErrTaskNotFound, id)
+	}
+	return sh, r, nil
+}
+
+// lockLive is lock for a transition: it refuses a terminal task with
+// ErrTaskFinished.
+func (s *Store) lockLive(ctx context.Context, id string) (*shard, *record, error) {
+	sh, r, err := s.lock(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if !allowTerminal && t.State.Terminal() {
-		return nil, fmt.Errorf("%w: %s is %s", scheduler.ErrTaskFinished, id, t.State)
+	if r.task.State.Terminal() {
+		st := r.task.State
+		sh.mu.Unlock()
+		return nil, nil, fmt.Errorf("%w: %s is %s", scheduler.ErrTaskFinished, id, st)
 	}
-	if err := change(t); err != nil {
-		return nil, err
-	}
-	return t.Clone(), nil
+	return sh, r, nil
+}
+
+// unlockCopy releases sh and returns a deep copy of r's task as it was
+// under the lock. The copy is allocated after the unlock, so that the lock
+// is never held across an allocation (and the garbage collector's work an
+// allocation may take on); the payload and result slices are never
+// modified in place, only replaced, so copying their bytes after the
+// unlock is safe.
+func unlockCopy(sh *shard, r *record) *scheduler.Task {
+	t := r.task
+	sh.mu.Unlock()
+	return t.Clone()
 }
 
 // Get implements scheduler.Store.
 func (s *Store) Get(ctx context.Context, id string) (*scheduler.Task, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.lookup(id)
+	sh, r, err := s.lock(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return t.Clone(), nil
+	return unlockCopy(sh, r), nil
 }
 
-// setState moves t to st keeping the per-state counts; the caller holds s.mu.
-func (s *Store) setState(t *scheduler.Task, st scheduler.State) {
-	s.counts[stateIndex(t.State)]--
-	s.counts[stateIndex(st)]++
+// setState moves r's task to st keeping the per-state counts; the caller
+// holds sh.mu.
+func (s *Store) setState(sh *shard, r *record, st scheduler.State) {
+	t := &r.task
+	sh.counts[stateIndex(t.State)]--
+	sh.counts[stateIndex(st)]++
 	t.State = st
 	if st.Terminal() {
-		if t.UniqueKey != "" && s.unique[t.UniqueKey] == t.ID {
-			delete(s.unique, t.UniqueKey)
+		if t.UniqueKey != "" {
+			s.uniqueMu.Lock()
+			if s.unique[t.UniqueKey] == t.ID {
+				delete(s.unique, t.UniqueKey)
+			}
+			s.uniqueMu.Unlock()
 		}
-		delete(s.outbox, t.ID)
-		s.finished = append(s.finished, finished{id: t.ID, at: t.FinishedAt})
+		sh.dequeue(r)
+		sh.finished = append(sh.finished, finished{id: t.ID, at: t.FinishedAt})
 	}
 }
 
 // Start implements scheduler.Store.
 func (s *Store) Start(ctx context.Context, id string, p scheduler.StartParams) (*scheduler.Task, error) {
-	return s.update(ctx, id, false, func(t *scheduler.Task) error {
-		fresh := t.State.Waiting() && t.Attempt == p.Attempt
-		takeover := p.Redelivered && (t.State == scheduler.StateRunning || t.State == scheduler.StatePending) &&
-			t.Attempt > p.Attempt && s.driving[id] == p.Attempt
-		if !fresh && !takeover {
-			return fmt.Errorf("%w: %s is %s at attempt %d, message for attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
-		}
-		s.setState(t, scheduler.StateRunning)
-		s.driving[id] = p.Attempt
-		t.Attempt++
-		t.StartedAt = p.Now
-		t.WorkerID = p.WorkerID
-		delete(s.outbox, id)
-		return nil
-	})
+	sh, r, err := s.lockLive(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	t := &r.task
+	fresh := t.State.Waiting() && t.Attempt == p.Attempt
+	takeover := p.Redelivered && (t.State == scheduler.StateRunning || t.State == scheduler.StatePending) &&
+		t.Attempt > p.Attempt && r.driving == p.Attempt
+	if !fresh && !takeover {
+		err := fmt.Errorf("%w: %s is %s at attempt %d, message for attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
+		sh.mu.Unlock()
+		return nil, err
+	}
+	s.setState(sh, r, scheduler.StateRunning)
+	r.driving = p.Attempt
+	t.Attempt++
+	t.StartedAt = p.Now
+	t.WorkerID = p.WorkerID
+	sh.dequeue(r)
+	return unlockCopy(sh, r), nil
 }
 
 // Finish implements scheduler.Store.
@@ -208,58 +331,78 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 	default:
 		return nil, &scheduler.ValidationError{Field: "state", Reason: fmt.Sprintf("cannot finish an attempt as %q", p.State)}
 	}
-	return s.update(ctx, id, false, func(t *scheduler.Task) error {
-		if t.State != scheduler.StateRunning || t.Attempt != p.Attempt {
-			return fmt.Errorf("%w: %s is %s at attempt %d, finishing attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
-		}
-		if p.Error != "" {
-			t.LastError = p.Error
-		}
-		t.MaxRetries += p.AddRetries
-		switch p.State {
-		case scheduler.StateSucceeded:
-			t.Result = append([]byte(nil), p.Result...)
-			t.FinishedAt = p.Now
-		case scheduler.StateDead:
-			t.FinishedAt = p.Now
-		case scheduler.StateRetrying, scheduler.StateScheduled:
-			t.RunAt = p.RunAt
-			s.outbox[id] = p.RunAt
-		}
-		s.setState(t, p.State)
-		return nil
-	})
+	var result []byte
+	if p.State == scheduler.StateSucceeded {
+		result = append([]byte(nil), p.Result...)
+	}
+	sh, r, err := s.lockLive(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	t := &r.task
+	if t.State != scheduler.StateRunning || t.Attempt != p.Attempt {
+		err := fmt.Errorf("%w: %s is %s at attempt %d, finishing attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
+		sh.mu.Unlock()
+		return nil, err
+	}
+	if p.Error != "" {
+		t.LastError = p.Error
+	}
+	t.MaxRetries += p.AddRetries
+	switch p.State {
+	case scheduler.StateSucceeded:
+		t.Result = result
+		t.FinishedAt = p.Now
+	case scheduler.StateDead:
+		t.FinishedAt = p.Now
+	case scheduler.StateRetrying, scheduler.StateScheduled:
+		t.RunAt = p.RunAt
+		sh.enqueue(r)
+	}
+	s.setState(sh, r, p.State)
+	return unlockCopy(sh, r), nil
 }
 
 // Cancel implements scheduler.Store.
 func (s *Store) Cancel(ctx context.Context, id string, p scheduler.CancelParams) (*scheduler.Task, error) {
-	return s.update(ctx, id, false, func(t *scheduler.Task) error {
-		if p.OnlyUnstarted && (t.Attempt != 0 || !(t.State == scheduler.StatePending || t.State == scheduler.StateScheduled)) {
-			return fmt.Errorf("%w: %s already started", scheduler.ErrStaleAttempt, id)
-		}
-		if t.State == scheduler.StateRunning && t.WorkerID != "" {
-			s.cancels[t.WorkerID] = append(s.cancels[t.WorkerID], id)
-		}
-		t.LastError = p.Reason
-		t.FinishedAt = p.Now
-		s.setState(t, scheduler.StateCanceled)
-		return nil
-	})
+	sh, r, err := s.lockLive(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	t := &r.task
+	if p.OnlyUnstarted && (t.Attempt != 0 || !(t.State == scheduler.StatePending || t.State == scheduler.StateScheduled)) {
+		sh.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s already started", scheduler.ErrStaleAttempt, id)
+	}
+	if t.State == scheduler.StateRunning && t.WorkerID != "" {
+		s.metaMu.Lock()
+		s.cancels[t.WorkerID] = append(s.cancels[t.WorkerID], id)
+		s.metaMu.Unlock()
+	}
+	t.LastError = p.Reason
+	t.FinishedAt = p.Now
+	s.setState(sh, r, scheduler.StateCanceled)
+	return unlockCopy(sh, r), nil
 }
 
 // Retry implements scheduler.Store.
 func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*scheduler.Task, error) {
-	return s.update(ctx, id, true, func(t *scheduler.Task) error {
-		if t.State != scheduler.StateDead && t.State != scheduler.StateCanceled {
-			return fmt.Errorf("%w: %s is %s", scheduler.ErrNotRetryable, id, t.State)
-		}
-		s.setState(t, scheduler.StatePending)
-		t.MaxRetries += t.Attempt
-		t.FinishedAt = time.Time{}
-		t.RunAt = now
-		s.outbox[id] = now
-		return nil
-	})
+	sh, r, err := s.lock(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	t := &r.task
+	if t.State != scheduler.StateDead && t.State != scheduler.StateCanceled {
+		st := t.State
+		sh.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s is %s", scheduler.ErrNotRetryable, id, st)
+	}
+	s.setState(sh, r, scheduler.StatePending)
+	t.MaxRetries += t.Attempt
+	t.FinishedAt = time.Time{}
+	t.RunAt = now
+	sh.enqueue(r)
+	return unlockCopy(sh, r), nil
 }
 
 // Outbox implements scheduler.Store.
@@ -267,16 +410,18 @@ func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	type entry struct {
-		id string
+		t  *scheduler.Task
 		at time.Time
 	}
 	var due []entry
-	for id, at := range s.outbox {
-		if at.Before(before) {
-			due = append(due, entry{id, at})
+	s.lockAll()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		for _, e := range sh.outbox {
+			if e.live() && e.r.task.RunAt.Before(before) {
+				due = append(due, entry{&e.r.task, e.r.task.RunAt})
+			}
 		}
 	}
 	slices.SortFunc(due, func(a, b entry) int { return a.at.Compare(b.at) })
@@ -285,8 +430,9 @@ func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 		if len(out) == limit {
 			break
 		}
-		out = append(out, s.tasks[e.id].Clone())
+		out = append(out, e.t.Clone())
 	}
+	s.unlockAll()
 	return out, nil
 }
 
@@ -295,12 +441,13 @@ func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, m := range msgs {
-		if t, ok := s.tasks[m.TaskID]; ok && t.State.Waiting() && t.Attempt == m.Attempt {
-			delete(s.outbox, m.TaskID)
+		sh := s.shard(m.TaskID)
+		sh.mu.Lock()
+		if r, ok := sh.tasks[m.TaskID]; ok && r.task.State.Waiting() && r.task.Attempt == m.Attempt {
+			sh.dequeue(r)
 		}
+		sh.mu.Unlock()
 	}
 	return nil
 }
@@ -316,12 +463,15 @@ func (s *Store) List(ctx context.Context, f scheduler.ListFilter) (scheduler.Pag
 			return scheduler.Page{}, fmt.Errorf("cursor: %w", err)
 		}
 	}
-	s.mu.Lock()
+	s.lockAll()
 	var match []*scheduler.Task
-	for id, t := range s.tasks {
-		if (f.State == "" || t.State == f.State) && (f.Type == "" || t.Type == f.Type) &&
-			(f.Queue == "" || t.Queue == f.Queue) && (f.Cursor == "" || id < f.Cursor) {
-			match = append(match, t)
+	for i := range s.shards {
+		for id, r := range s.shards[i].tasks {
+			t := &r.task
+			if (f.State == "" || t.State == f.State) && (f.Type == "" || t.Type == f.Type) &&
+				(f.Queue == "" || t.Queue == f.Queue) && (f.Cursor == "" || id < f.Cursor) {
+				match = append(match, t)
+			}
 		}
 	}
 	sort.Slice(match, func(i, j int) bool { return match[i].ID > match[j].ID })
@@ -334,7 +484,7 @@ func (s *Store) List(ctx context.Context, f scheduler.ListFilter) (scheduler.Pag
 		}
 		page.Tasks = append(page.Tasks, t.Clone())
 	}
-	s.mu.Unlock()
+	s.unlockAll()
 	return page, nil
 }
 
@@ -343,13 +493,18 @@ func (s *Store) Counts(ctx context.Context) (map[scheduler.State]int64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[scheduler.State]int64, len(s.counts))
-	for i, n := range s.counts {
-		st := stateOrder[i]
+	var counts [numStates]int64
+	s.lockAll()
+	for i := range s.shards {
+		for j, n := range s.shards[i].counts {
+			counts[j] += n
+		}
+	}
+	s.unlockAll()
+	out := make(map[scheduler.State]int64, len(counts))
+	for i, n := range counts {
 		if n != 0 {
-			out[st] = n
+			out[stateOrder[i]] = n
 		}
 	}
 	return out, nil
@@ -360,24 +515,30 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n, i := 0, 0
-	for ; i < len(s.finished) && n < limit; i++ {
-		e := s.finished[i]
-		if !e.at.Before(before) {
+	n := 0
+	for k := range s.shards {
+		if n >= limit {
 			break
 		}
-		t, ok := s.tasks[e.id]
-		if !ok || !t.State.Terminal() || !t.FinishedAt.Equal(e.at) {
-			continue // retried since, or already purged: a stale entry
+		sh := &s.shards[k]
+		sh.mu.Lock()
+		i := 0
+		for ; i < len(sh.finished) && n < limit; i++ {
+			e := sh.finished[i]
+			if !e.at.Before(before) {
+				break
+			}
+			r, ok := sh.tasks[e.id]
+			if !ok || !r.task.State.Terminal() || !r.task.FinishedAt.Equal(e.at) {
+				continue // retried since, or already purged: a stale entry
+			}
+			delete(sh.tasks, e.id)
+			sh.counts[stateIndex(r.task.State)]--
+			n++
 		}
-		delete(s.tasks, e.id)
-		delete(s.driving, e.id)
-		s.counts[stateIndex(t.State)]--
-		n++
+		sh.finished = slices.Delete(sh.finished, 0, i)
+		sh.mu.Unlock()
 	}
-	s.finished = slices.Delete(s.finished, 0, i)
 	return n, nil
 }
 
@@ -389,8 +550,8 @@ func (s *Store) Heartbeat(ctx context.Context, w scheduler.WorkerInfo, ttl time.
 	if w.ID == "" {
 		return nil, &scheduler.ValidationError{Field: "worker_id", Reason: "must not be empty"}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
 	w.Queues = slices.Clone(w.Queues)
 	s.workers[w.ID] = worker{info: w, expires: s.now().Add(ttl)}
 	canceled := s.cancels[w.ID]
@@ -403,8 +564,8 @@ func (s *Store) RemoveWorker(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
 	delete(s.workers, id)
 	delete(s.cancels, id)
 	return nil
@@ -415,8 +576,8 @@ func (s *Store) Workers(ctx context.Context) ([]scheduler.WorkerInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
 	now := s.now()
 	var out []scheduler.WorkerInfo
 	for id, w := range s.workers {
@@ -437,8 +598,8 @@ func (s *Store) Claim(ctx context.Context, key string, ttl time.Duration) (bool,
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
 	now := s.now()
 	if exp, ok := s.claims[key]; ok && now.Before(exp) {
 		return false, nil
