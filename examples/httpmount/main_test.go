@@ -3,24 +3,19 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/dtsched/scheduler"
+	"github.com/dtsched/scheduler/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -163,14 +158,8 @@ func TestFlags(t *testing.T) {
 // TestOnRedisAndRabbitMQ runs the demo tasks on the real backends, under a
 // namespace of its own that it deletes afterwards.
 func TestOnRedisAndRabbitMQ(t *testing.T) {
-	redisAddr, amqpURL := os.Getenv("SCHEDULER_TEST_REDIS_ADDR"), os.Getenv("SCHEDULER_TEST_AMQP_URL")
-	if redisAddr == "" || amqpURL == "" {
-		t.Skip("SCHEDULER_TEST_REDIS_ADDR and SCHEDULER_TEST_AMQP_URL are not both set: skipping the example on Redis and RabbitMQ")
-	}
-	var r [4]byte
-	_, _ = rand.Read(r[:])
-	ns := "httpmount-test-" + hex.EncodeToString(r[:])
-	t.Cleanup(func() { deleteNamespace(t, redisAddr, amqpURL, ns) })
+	redisAddr, amqpURL := testenv.Servers(t)
+	ns := testenv.Namespace(t, redisAddr, amqpURL, "httpmount-test")
 
 	api, stop := start(t, "-redis", redisAddr, "-amqp", amqpURL, "-namespace", ns)
 	code, body := call(t, http.MethodGet, api+"healthz", "")
@@ -200,55 +189,4 @@ func TestOnRedisAndRabbitMQ(t *testing.T) {
 	require.Contains(t, string(body), "scheduler_broker_reconnects_total 0", "the RabbitMQ broker's reconnects are reported")
 	require.Contains(t, string(body), `scheduler_tasks{state="succeeded"} 2`)
 	require.NoError(t, stop())
-}
-
-// deleteNamespace removes the Redis keys and the RabbitMQ queues and
-// exchanges of namespace ns (the broker's topology for the default queue).
-func deleteNamespace(t *testing.T, redisAddr, amqpURL, ns string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-	defer rdb.Close()
-	iter := rdb.Scan(ctx, 0, `\{`+ns+`\}:*`, 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Logf("cleanup: scan: %v", err)
-	}
-	if len(keys) > 0 {
-		if err := rdb.Unlink(ctx, keys...).Err(); err != nil {
-			t.Logf("cleanup: unlink: %v", err)
-		}
-	}
-
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Logf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close()
-	queues := []string{ns + ":q:default", ns + ":dead:default"}
-	exchanges := []string{ns + ":deliver"}
-	for k := range 22 {
-		queues = append(queues, fmt.Sprintf("%s:wait:%d", ns, k))
-		exchanges = append(exchanges, fmt.Sprintf("%s:delay:%d", ns, k))
-	}
-	for _, name := range append(queues, exchanges...) {
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		if strings.Contains(name, ":delay:") || strings.HasSuffix(name, ":deliver") {
-			err = ch.ExchangeDelete(name, false, false)
-		} else {
-			_, err = ch.QueueDelete(name, false, false, false)
-		}
-		if err != nil {
-			t.Logf("cleanup: delete %s: %v", name, err)
-		}
-		_ = ch.Close()
-	}
 }

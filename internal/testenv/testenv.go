@@ -1,0 +1,108 @@
+// Package testenv gives tests that need the real RabbitMQ and Redis their
+// addresses, a namespace of their own, and the cleanup of that namespace.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+)
+
+// The environment variables that point the tests at real servers.
+const (
+	RedisEnv = "SCHEDULER_TEST_REDIS_ADDR"
+	AMQPEnv  = "SCHEDULER_TEST_AMQP_URL"
+)
+
+// Servers returns the addresses of the real Redis and RabbitMQ, or skips
+// the test, saying why, when either is not set.
+func Servers(t testing.TB) (redisAddr, amqpURL string) {
+	t.Helper()
+	redisAddr, amqpURL = os.Getenv(RedisEnv), os.Getenv(AMQPEnv)
+	if redisAddr == "" || amqpURL == "" {
+		t.Skipf("%s and %s are not both set: skipping a test that needs the real Redis and RabbitMQ", RedisEnv, AMQPEnv)
+	}
+	return redisAddr, amqpURL
+}
+
+// Namespace returns a namespace (Redis key prefix and RabbitMQ name prefix)
+// no other test uses, starting with prefix, and deletes what was made
+// under it, for the given queues, when the test ends.
+func Namespace(t testing.TB, redisAddr, amqpURL, prefix string, queues ...string) string {
+	t.Helper()
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	ns := prefix + "-" + hex.EncodeToString(r[:])
+	if len(queues) == 0 {
+		queues = []string{"default"}
+	}
+	t.Cleanup(func() {
+		if err := DeleteNamespace(redisAddr, amqpURL, ns, queues...); err != nil {
+			t.Logf("cleanup of namespace %s: %v", ns, err)
+		}
+	})
+	return ns
+}
+
+// delayLevels is how many delay exchanges and wait queues the RabbitMQ
+// broker may declare per namespace.
+const delayLevels = 22
+
+// DeleteNamespace removes the Redis keys of namespace ns and the RabbitMQ
+// queues and exchanges the broker declares under it for the given queues.
+func DeleteNamespace(redisAddr, amqpURL, ns string, queues ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	iter := rdb.Scan(ctx, 0, `\{`+ns+`\}:*`, 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	errs = append(errs, iter.Err())
+	if len(keys) > 0 {
+		errs = append(errs, rdb.Unlink(ctx, keys...).Err())
+	}
+
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer conn.Close()
+	var qs, xs []string
+	for _, q := range queues {
+		qs = append(qs, ns+":q:"+q, ns+":dead:"+q)
+	}
+	xs = append(xs, ns+":deliver")
+	for k := range delayLevels {
+		qs = append(qs, fmt.Sprintf("%s:wait:%d", ns, k))
+		xs = append(xs, fmt.Sprintf("%s:delay:%d", ns, k))
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer ch.Close()
+	// Deleting what does not exist succeeds, so one channel serves all.
+	for _, q := range qs {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("delete queue %s: %w", q, err))...)
+		}
+	}
+	for _, x := range xs {
+		if err := ch.ExchangeDelete(x, false, false); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("delete exchange %s: %w", x, err))...)
+		}
+	}
+	return errors.Join(errs...)
+}
