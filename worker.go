@@ -195,6 +195,16 @@ func (w *Worker) Run(ctx context.Context) error {
 						lostOnce.Do(func() { lost <- fmt.Errorf("scheduler: queue %s: %w", w.cfg.queues[0], ErrClosed) })
 						return
 					}
+					// select picks at random among ready cases: with
+					// prefetched deliveries waiting, a draining worker
+					// would go on starting tasks. One received after the
+					// drain began stays unsettled; closing the consumer
+					// returns it to the queue.
+					select {
+					case <-stopTaking:
+						return
+					default:
+					}
 					w.process(hard, d)
 				case <-stopTaking:
 					return
@@ -211,8 +221,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-lost:
 	}
-	w.log.Info("worker draining", zap.Int64("in_flight", w.nInFlight.Load()))
 	close(stopTaking)
+	w.log.Info("worker draining", zap.Int64("in_flight", w.nInFlight.Load()))
 	feeders.Wait()
 
 	drained := make(chan struct{})
