@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -593,18 +594,27 @@ func casePriority(t *testing.T, fc *faultCase) outcome {
 
 	var backlog []task
 	for i := range fc.tasks - urgent {
-		backlog = append(backlog, sleepTask(5, (i*7)%9)) // priorities 0..8, shuffled
+		backlog = append(backlog, sleepTask(20, (i*7)%9)) // priorities 0..8, shuffled
 	}
 	subs := c.submit(ctx, backlog, 8)
 	c.startWorker("w1", procOpts{concurrency: concurrency})
 	c.startWorker("w2", procOpts{concurrency: concurrency})
 
-	// Urgent tasks, one at a time, each after five more starts.
+	// Urgent tasks, one at a time, spread over the first 80% of the
+	// backlog, so lower-priority tasks are always waiting with them.
+	starts := func() int {
+		n := 0
+		for _, e := range c.readLog() {
+			if e.Ev == "start" {
+				n++
+			}
+		}
+		return n
+	}
 	submittedAt := map[string]int64{} // log offset when its Submit returned
-	for range urgent {
-		n := len(c.readLog())
-		waitUntil(t, time.Minute, "five more starts", func() bool { return len(c.readLog()) >= n+10 })
-		s := c.submit(ctx, []task{sleepTask(5, 9)}, 1)
+	for k := range urgent {
+		waitUntil(t, time.Minute, "the workers to drain the backlog", func() bool { return starts() >= 10+k*8 })
+		s := c.submit(ctx, []task{sleepTask(20, 9)}, 1)
 		submittedAt[s[0].id] = c.logSize()
 		subs = append(subs, s...)
 	}
@@ -615,19 +625,20 @@ func casePriority(t *testing.T, fc *faultCase) outcome {
 	for _, s := range subs {
 		prio[s.id] = s.priority
 	}
-	var starts []event
+	var started []event
 	for _, e := range c.readLog() {
 		if e.Ev == "start" {
-			starts = append(starts, e)
+			started = append(started, e)
 		}
 	}
-	// waitingSince is where a task began to wait: the start of the log
-	// for the backlog, its Submit for an urgent task.
+	// A task waits from the start of the log (the backlog) or from its
+	// Submit (an urgent task). While it waits, at most slack tasks of
+	// lower priority may start: those already prefetched or running.
 	worst := 0
-	for i, e := range starts {
+	for i, e := range started {
 		since := submittedAt[e.ID]
 		overtaken := 0
-		for _, o := range starts[:i] {
+		for _, o := range started[:i] {
 			if o.offset >= since && prio[o.ID] < prio[e.ID] {
 				overtaken++
 			}
@@ -636,6 +647,11 @@ func casePriority(t *testing.T, fc *faultCase) outcome {
 		if overtaken > slack {
 			t.Fatalf("task %s (priority %d) started after %d lower-priority tasks that started while it waited; at most %d may (prefetched or running)",
 				e.ID, prio[e.ID], overtaken, slack)
+		}
+		// An urgent task really overtook a waiting backlog: lower
+		// tasks start after it.
+		if _, urgent := submittedAt[e.ID]; urgent && !slices.ContainsFunc(started[i+1:], func(o event) bool { return prio[o.ID] < 9 }) {
+			t.Fatalf("urgent task %s started after the whole backlog: the case did not test priority", e.ID)
 		}
 	}
 	t.Logf("at most %d lower-priority tasks started while a task waited (bound %d)", worst, slack)
