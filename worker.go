@@ -15,6 +15,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/dtsched/scheduler/internal/failpoint"
 )
 
 // HandlerFunc runs one attempt of a task. Returning nil marks the task
@@ -387,6 +389,7 @@ func (w *Worker) handBack(t *Task, d Delivery, log *taskLogger) {
 // finish stores the outcome of an attempt, publishes its next attempt if
 // any, and settles the delivery.
 func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, ran time.Duration, log *taskLogger) {
+	failpoint.Inject(failpoint.WorkerBeforeFinish)
 	now := w.s.now()
 	p := FinishParams{Attempt: t.Attempt, Now: now}
 	var snooze *SnoozeError

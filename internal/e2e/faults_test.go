@@ -45,6 +45,14 @@ var faultCases = []*faultCase{
 		run:           caseSigkill,
 	},
 	{
+		name: "finish-crash", fault: "worker crash between handler and outcome write",
+		injected:      "worker with -failpoint worker-before-finish exits (status 3) after a handler returned, before storing its outcome",
+		checked:       "invariants; the task it was finishing ran again elsewhere under a later attempt and that outcome was stored",
+		tasks:         200,
+		maxDuplicates: 1, // the one run whose outcome was never stored
+		run:           caseFinishCrash,
+	},
+	{
 		name: "scale", fault: "scale in and out",
 		injected:      "SIGTERM to a worker (drain, exit 0) and a new worker started mid-run; SIGTERM to a worker with a short shutdown timeout (hand-back)",
 		checked:       "invariants; the drained worker finished every task it started; the handed-back task finished elsewhere; submitted over HTTP",
@@ -175,6 +183,33 @@ func caseSigkill(t *testing.T, fc *faultCase) outcome {
 		}
 	}
 	t.Logf("w1 was killed with %d tasks unfinished; all finished elsewhere", len(open))
+	return out
+}
+
+// caseFinishCrash: a worker exits after a handler returned and before it
+// stored the outcome; the message, never acknowledged, goes to another
+// worker, which runs the task again.
+func caseFinishCrash(t *testing.T, fc *faultCase) outcome {
+	c := newCluster(t, clusterOpts{})
+	c.startWorker("w2", procOpts{})
+	c.startWorker("w3", procOpts{})
+	ctx := ctxFor(t, 3*time.Minute)
+	subs := c.submit(ctx, mix(fc.tasks, 5), 8)
+	victim := c.start("w1", procOpts{concurrency: 1, failpoint: failpoint.WorkerBeforeFinish}) // it may exit before a heartbeat
+	require.Equal(t, 3, victim.wait(t, time.Minute), "exit status of the failpoint")
+	var last *event
+	for _, e := range c.readLog() {
+		if e.Ev == "end" && e.Worker == "w1" {
+			last = &e
+		}
+	}
+	require.NotNil(t, last, "w1 exited at the failpoint without a handler having returned")
+
+	c.waitFinished(2*time.Minute, len(subs))
+	out := c.verify(subs, verifyOpts{live: []string{"w2", "w3"}, minShare: fc.tasks / 10, maxDuplicates: fc.maxDuplicates})
+	if tk := out.tasks[last.ID]; tk.WorkerID == "w1" || tk.Attempt <= last.Attempt {
+		t.Fatalf("task %s, whose run on w1 returned at attempt %d before w1 crashed, ended %s at attempt %d on %s", last.ID, last.Attempt, tk.State, tk.Attempt, tk.WorkerID)
+	}
 	return out
 }
 
