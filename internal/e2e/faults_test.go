@@ -63,7 +63,7 @@ var faultCases = []*faultCase{
 	{
 		name: "amqp-cut", fault: "all AMQP connections closed",
 		injected:      "TCP proxy between every process (and the submitter) and RabbitMQ, cut 3 times during submit and consume",
-		checked:       "invariants; every Submit returned nil; every process reconnected",
+		checked:       "invariants; every Submit returned nil; every process reconnected, each worker counting 3 reconnections in its metrics",
 		tasks:         600,
 		maxDuplicates: 36, // 3 cuts × 3 workers × concurrency 4
 		run:           caseAMQPCut,
@@ -229,7 +229,7 @@ func caseScale(t *testing.T, fc *faultCase) outcome {
 	long := map[int]bool{}
 	for i := range tasks {
 		if i%10 == 5 {
-			tasks[i] = sleepTask(1500, tasks[i].priority)
+			tasks[i] = sleepTask(3000, tasks[i].priority)
 			long[i] = true
 		}
 	}
@@ -282,11 +282,13 @@ func caseScale(t *testing.T, fc *faultCase) outcome {
 	// w3 stops with a 200 ms shutdown timeout while it runs a long task:
 	// it hands the task back, and another worker takes it over.
 	var handed event
-	waitUntil(t, 2*time.Minute, "w3 to run a long task", func() bool {
+	waitUntil(t, 2*time.Minute, "w3 to start a long task", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, e := range openRuns(c.readLog(), "w3") {
-			if longIDs[e.ID] {
+			// Started less than a second ago: two seconds from its end,
+			// far beyond the 200 ms shutdown timeout.
+			if longIDs[e.ID] && time.Since(e.T) < time.Second {
 				handed = e
 				return true
 			}
@@ -314,8 +316,9 @@ func caseScale(t *testing.T, fc *faultCase) outcome {
 func caseAMQPCut(t *testing.T, fc *faultCase) outcome {
 	px, purl := amqpProxy(t)
 	c := newCluster(t, clusterOpts{amqpURL: purl})
+	var workers []*proc
 	for _, id := range []string{"w1", "w2", "w3"} {
-		c.startWorker(id, procOpts{})
+		workers = append(workers, c.startWorker(id, procOpts{serve: true}))
 	}
 	ctx := ctxFor(t, 3*time.Minute)
 	conns := px.Open()
@@ -354,7 +357,14 @@ func caseAMQPCut(t *testing.T, fc *faultCase) outcome {
 	cut("during consume")
 
 	c.waitFinished(2*time.Minute, len(subs))
-	return c.verify(subs, verifyOpts{live: []string{"w1", "w2", "w3"}, minShare: fc.tasks / 10, maxDuplicates: fc.maxDuplicates})
+	out := c.verify(subs, verifyOpts{live: []string{"w1", "w2", "w3"}, minShare: fc.tasks / 10, maxDuplicates: fc.maxDuplicates})
+	// Each lost connection is counted in the worker's metrics.
+	for _, w := range workers {
+		if n := w.metric(t, "scheduler_broker_reconnects_total"); n < 3 {
+			t.Fatalf("%s counts %v reconnections after 3 cuts", w.id, n)
+		}
+	}
+	return out
 }
 
 // caseRedisOutage: on a Redis of the test's own, every client connection
@@ -654,8 +664,6 @@ func casePriority(t *testing.T, fc *faultCase) outcome {
 		subs = append(subs, s...)
 	}
 	c.waitFinished(time.Minute, len(subs))
-	out := c.verify(subs, verifyOpts{live: []string{"w1", "w2"}, minShare: fc.tasks / 5, noFaults: true})
-
 	prio := map[string]int{}
 	for _, s := range subs {
 		prio[s.id] = s.priority
@@ -690,5 +698,6 @@ func casePriority(t *testing.T, fc *faultCase) outcome {
 		}
 	}
 	t.Logf("at most %d lower-priority tasks started while a task waited (bound %d)", worst, slack)
+	out := c.verify(subs, verifyOpts{live: []string{"w1", "w2"}, minShare: fc.tasks / 5, noFaults: true})
 	return out
 }

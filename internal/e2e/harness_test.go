@@ -209,6 +209,7 @@ type procOpts struct {
 	concurrency int    // default 4
 	shutdown    time.Duration
 	failpoint   string
+	serve       bool // a worker serves /metrics too
 	extra       []string
 }
 
@@ -231,7 +232,7 @@ func (c *cluster) start(id string, o procOpts) *proc {
 		"-sweep", c.sweep.String(), "-retry-base", c.retryBase.String(), "-retry-max", c.retryMax.String(),
 		"-exec-log", c.execLog,
 	}
-	if o.role != "worker" {
+	if o.role != "worker" || o.serve {
 		args = append(args, "-addr", "127.0.0.1:0")
 	}
 	if o.failpoint != "" {
@@ -645,4 +646,23 @@ func amqpProxy(t *testing.T) (*tcpproxy.Proxy, string) {
 	t.Cleanup(func() { _ = p.Close() })
 	u.Host = p.Addr()
 	return p, u.String()
+}
+
+// metric returns the value of the unlabelled sample name on p's /metrics.
+func (p *proc) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(p.api(t) + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			require.NoError(t, err, "%s on %s", l, p.id)
+			return f
+		}
+	}
+	t.Fatalf("%s serves no %s", p.id, name)
+	return 0
 }
