@@ -37,7 +37,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/dtsched/scheduler"
 	"github.com/dtsched/scheduler/broker/rabbitmq"
@@ -76,15 +75,8 @@ func main() {
 	}
 }
 
-// Limits of the HTTP server and of the first connection to the backends.
-const (
-	readHeaderTimeout = 5 * time.Second
-	readTimeout       = 30 * time.Second
-	writeTimeout      = 30 * time.Second
-	idleTimeout       = 2 * time.Minute
-	httpDrainTimeout  = 10 * time.Second
-	connectTimeout    = 15 * time.Second
-)
+// connectTimeout bounds the first connection to the backends.
+const connectTimeout = 15 * time.Second
 
 // failpointExit is the exit status of a process stopped by -failpoint.
 const failpointExit = 3
@@ -96,7 +88,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	logger := newLogger(stderr, cfg.debug).With(zap.String("node", cfg.id), zap.String("role", cfg.role))
+	logger := demo.NewLogger(stderr, cfg.debug, true).With(zap.String("node", cfg.id), zap.String("role", cfg.role))
 	defer func() { _ = logger.Sync() }()
 	if cfg.failpoint != "" {
 		failpoint.Enable(cfg.failpoint, func() {
@@ -165,7 +157,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		})
 		wg.Go(func() {
 			<-ctx.Done()
-			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), httpDrainTimeout)
+			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), demo.ServerDrainTimeout)
 			defer scancel()
 			if err := srv.Shutdown(sctx); err != nil {
 				errs <- fmt.Errorf("http shutdown: %w", err)
@@ -242,14 +234,7 @@ func newServer(sched *scheduler.Scheduler, reg *prometheus.Registry, cfg *config
 	if err != nil {
 		return nil, nil, fmt.Errorf("-addr: %w", err)
 	}
-	return &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          zap.NewStdLog(logger),
-	}, ln, nil
+	return demo.NewServer(api, logger), ln, nil
 }
 
 // openBackends connects to RabbitMQ and Redis. The connections carry the
@@ -317,16 +302,4 @@ func redactURLs(urls []string) []string {
 		out[i] = s
 	}
 	return out
-}
-
-// newLogger returns a JSON logger writing to w.
-func newLogger(w io.Writer, debug bool) *zap.Logger {
-	level := zapcore.InfoLevel
-	if debug {
-		level = zapcore.DebugLevel
-	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), level)
-	return zap.New(core)
 }

@@ -37,8 +37,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/dtsched/scheduler"
 	"github.com/dtsched/scheduler/httpapi"
@@ -57,15 +55,8 @@ func main() {
 	}
 }
 
-// Server timeouts. Slow clients are the host server's to defend against:
-// the handler cannot.
-const (
-	readHeaderTimeout = 5 * time.Second
-	readTimeout       = 30 * time.Second
-	writeTimeout      = 30 * time.Second
-	idleTimeout       = 2 * time.Minute
-	shutdownTimeout   = 10 * time.Second
-)
+// shutdownTimeout bounds the worker's drain.
+const shutdownTimeout = 10 * time.Second
 
 // prefix is where the API is mounted.
 const prefix = "/scheduler"
@@ -91,7 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *token == "" {
 		*token = os.Getenv("SCHEDULER_TOKEN")
 	}
-	logger := newLogger(stderr, *debug)
+	logger := demo.NewLogger(stderr, *debug, false)
 	defer func() { _ = logger.Sync() }()
 
 	// Metrics go to a registry of our own, with the Go runtime's and the
@@ -143,14 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          zap.NewStdLog(logger),
-	}
+	srv := demo.NewServer(mux, logger)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -172,7 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	<-ctx.Done()
 	logger.Info("shutting down")
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), demo.ServerDrainTimeout)
 	defer scancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		errs <- fmt.Errorf("shutdown: %w", err)
@@ -184,15 +168,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		all = append(all, err)
 	}
 	return errors.Join(all...)
-}
-
-// newLogger returns a readable development logger writing to w.
-func newLogger(w io.Writer, debug bool) *zap.Logger {
-	level := zapcore.InfoLevel
-	if debug {
-		level = zapcore.DebugLevel
-	}
-	enc := zap.NewDevelopmentEncoderConfig()
-	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), level)
-	return zap.New(core)
 }
