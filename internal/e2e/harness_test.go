@@ -463,9 +463,7 @@ func (r *rng) intn(n int) int {
 }
 
 // submit submits tasks through the library from `parallel` goroutines and
-// returns those accepted. Every Submit must succeed unless allowErrors,
-// in which case the failed ones are returned separately by ID (a failed
-// Submit may still have stored its task, canceled).
+// returns them with their IDs; every Submit must succeed.
 func (c *cluster) submit(ctx context.Context, tasks []task, parallel int) []submitted {
 	c.t.Helper()
 	ok, failed := c.submitAllowingErrors(ctx, tasks, parallel)
@@ -473,6 +471,8 @@ func (c *cluster) submit(ctx context.Context, tasks []task, parallel int) []subm
 	return ok
 }
 
+// submitAllowingErrors is submit that returns the errors of the Submits
+// that failed instead of failing the test.
 func (c *cluster) submitAllowingErrors(ctx context.Context, tasks []task, parallel int) (ok []submitted, failed []error) {
 	var (
 		mu   sync.Mutex
