@@ -175,7 +175,7 @@ func caseSigkill(t *testing.T, fc *faultCase) outcome {
 	require.NotEmpty(t, open, "w1 died with no task unfinished: the case tested nothing")
 
 	c.waitFinished(2*time.Minute, len(subs))
-	out := c.verify(subs, verifyOpts{live: []string{"w2", "w3"}, minShare: fc.tasks / 10, maxDuplicates: fc.maxDuplicates})
+	out := c.verify(subs, verifyOpts{live: []string{"w2", "w3"}, minShare: fc.tasks / 10, maxDuplicates: fc.maxDuplicates, maxWasted: 4})
 	for _, e := range open {
 		tk := out.tasks[e.ID]
 		if tk.WorkerID == "w1" || tk.Attempt <= e.Attempt {
@@ -206,7 +206,7 @@ func caseFinishCrash(t *testing.T, fc *faultCase) outcome {
 	require.NotNil(t, last, "w1 exited at the failpoint without a handler having returned")
 
 	c.waitFinished(2*time.Minute, len(subs))
-	out := c.verify(subs, verifyOpts{live: []string{"w2", "w3"}, minShare: fc.tasks / 10, maxDuplicates: fc.maxDuplicates})
+	out := c.verify(subs, verifyOpts{live: []string{"w2", "w3"}, minShare: fc.tasks / 10, maxDuplicates: fc.maxDuplicates, maxWasted: 1})
 	if tk := out.tasks[last.ID]; tk.WorkerID == "w1" || tk.Attempt <= last.Attempt {
 		t.Fatalf("task %s, whose run on w1 returned at attempt %d before w1 crashed, ended %s at attempt %d on %s", last.ID, last.Attempt, tk.State, tk.Attempt, tk.WorkerID)
 	}
@@ -487,7 +487,7 @@ func caseSigstop(t *testing.T, fc *faultCase) outcome {
 	c.waitFinished(2*time.Minute, len(subs))
 	// w2 and w3 spend most of the case on the long tasks, so their share
 	// of the short ones is small.
-	out := c.verify(subs, verifyOpts{live: []string{"w1", "w2", "w3"}, minShare: 3, maxDuplicates: fc.maxDuplicates})
+	out := c.verify(subs, verifyOpts{live: []string{"w1", "w2", "w3"}, minShare: 3, maxDuplicates: fc.maxDuplicates, maxWasted: 4})
 	runs := executions(c.readLog())
 	raced := 0
 	for _, f := range frozen {
