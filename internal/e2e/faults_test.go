@@ -70,7 +70,7 @@ var faultCases = []*faultCase{
 	},
 	{
 		name: "redis-outage", fault: "Redis connections killed, Redis paused",
-		injected:      "own redis-server: CLIENT KILL of every client, CLIENT PAUSE 3 s, CLIENT KILL again, during submit and consume",
+		injected:      "own redis-server: CLIENT KILL of every client and CLIENT PAUSE 3 s during submit, CLIENT KILL and CLIENT PAUSE 12 s during consume",
 		checked:       "invariants; every Submit returned nil; clients reconnected",
 		tasks:         600,
 		maxDuplicates: 12, // 3 workers × concurrency 4
@@ -375,12 +375,16 @@ func caseRedisOutage(t *testing.T, fc *faultCase) outcome {
 	c := newCluster(t, clusterOpts{redisAddr: addr})
 	admin := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = admin.Close() })
+	var workers []*proc
 	for _, id := range []string{"w1", "w2", "w3"} {
-		c.startWorker(id, procOpts{})
+		workers = append(workers, c.startWorker(id, procOpts{}))
 	}
 	ctx := ctxFor(t, 3*time.Minute)
 
 	tasks := mix(fc.tasks, 4)
+	for i := len(tasks) - 60; i < len(tasks); i++ {
+		tasks[i] = sleepTask(2000, tasks[i].priority) // still running during the long pause
+	}
 	var progress atomic.Int64
 	var subs []submitted
 	var failed []error
@@ -416,12 +420,27 @@ func caseRedisOutage(t *testing.T, fc *faultCase) outcome {
 	t.Log("Redis paused for 3 s")
 	pausedAt := time.Now()
 	<-done
-	kill()
 	require.Empty(t, failed, "Submit must survive a Redis outage")
 	require.Greater(t, time.Since(pausedAt), 3*time.Second, "submitting went on through the pause: it did not pause")
+	kill()
+
+	// A pause longer than go-redis retries on its own (3 tries of a 3 s
+	// read timeout), while tasks run: the workers' store calls fail and
+	// the worker must retry them itself.
+	cs, err := c.counts(ctx)
+	require.NoError(t, err)
+	require.Greater(t, cs[scheduler.StatePending]+cs[scheduler.StateRunning]+cs[scheduler.StateRetrying], int64(20), "too little work left to pause: %v", cs)
+	require.NoError(t, admin.Do(ctx, "CLIENT", "PAUSE", "12000", "ALL").Err())
+	t.Log("Redis paused for 12 s")
 
 	c.waitFinished(2*time.Minute, len(subs))
-	return c.verify(subs, verifyOpts{live: []string{"w1", "w2", "w3"}, minShare: fc.tasks / 10, maxDuplicates: fc.maxDuplicates})
+	out := c.verify(subs, verifyOpts{live: []string{"w1", "w2", "w3"}, minShare: fc.tasks / 10, maxDuplicates: fc.maxDuplicates})
+	retried := false
+	for _, w := range workers {
+		retried = retried || strings.Contains(readFile(t, w.outPath), "store unavailable; retrying")
+	}
+	require.True(t, retried, "no worker saw a store call fail: the pause did not reach the workers")
+	return out
 }
 
 // caseSigstop: a worker is frozen with SIGSTOP until RabbitMQ, missing its

@@ -666,3 +666,11 @@ func (p *proc) metric(t *testing.T, name string) float64 {
 	t.Fatalf("%s serves no %s", p.id, name)
 	return 0
 }
+
+// readFile returns the content of the file at path.
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
+}
