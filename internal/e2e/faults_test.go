@@ -71,7 +71,7 @@ var faultCases = []*faultCase{
 	{
 		name: "redis-outage", fault: "Redis connections killed, Redis paused",
 		injected:      "own redis-server: CLIENT KILL of every client and CLIENT PAUSE 3 s during submit, CLIENT KILL and CLIENT PAUSE 12 s during consume",
-		checked:       "invariants; every Submit returned nil; clients reconnected",
+		checked:       "invariants; every Submit returned nil; clients reconnected; during the long pause store calls failed and the workers retried them",
 		tasks:         600,
 		maxDuplicates: 12, // 3 workers × concurrency 4
 		run:           caseRedisOutage,
@@ -79,7 +79,7 @@ var faultCases = []*faultCase{
 	{
 		name: "sigstop", fault: "worker frozen past its lease",
 		injected:      "SIGSTOP to a worker until RabbitMQ drops its connection (AMQP heartbeat 1 s) and its tasks restart elsewhere, then SIGCONT",
-		checked:       "invariants; the frozen worker's late outcomes were refused while the new attempt ran; final state and finish time from the other worker",
+		checked:       "invariants; the frozen worker's late outcomes were refused as stale (its log says so) while the new attempt ran; final state and finish time from the other worker",
 		tasks:         150,
 		maxDuplicates: 4, // the frozen worker's concurrency
 		run:           caseSigstop,
@@ -527,6 +527,16 @@ func caseSigstop(t *testing.T, fc *faultCase) outcome {
 		// ran: only the attempt fence could refuse its outcome.
 		if late.end.line < final.end.line {
 			raced++
+		}
+		// And w1 was told so: its Finish got ErrStaleAttempt.
+		refused := false
+		for _, l := range strings.Split(readFile(t, w1.outPath), "\n") {
+			if strings.Contains(l, "attempt outcome discarded") && strings.Contains(l, f.ID) && strings.Contains(l, "stale attempt") {
+				refused = true
+			}
+		}
+		if !refused {
+			t.Fatalf("w1 logged no refusal of its late outcome for task %s", f.ID)
 		}
 	}
 	if raced == 0 {
