@@ -13,6 +13,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/dtsched/scheduler"
 	membroker "github.com/dtsched/scheduler/broker/memory"
@@ -343,6 +346,38 @@ func TestGracefulDrainFinishesInFlight(t *testing.T) {
 	got, err := e.sched.Status(context.Background(), id)
 	require.NoError(t, err)
 	require.Equal(t, scheduler.StateSucceeded, got.State, "the in-flight task finished during the drain")
+}
+
+// A draining worker starts nothing new, even with prefetched deliveries
+// ready: they go back to the queue. (A select between the deliveries and
+// the stop signal would pick a ready delivery half the time.)
+func TestDrainStartsNoNewTask(t *testing.T) {
+	t.Parallel()
+	for round := range 10 {
+		core, logs := observer.New(zapcore.InfoLevel)
+		e := newEnv(t, scheduler.WithLogger(zap.New(core)))
+		started := make(chan struct{}, 1)
+		release := make(chan struct{})
+		var runs atomic.Int32
+		r := startWorker(t, e.sched, map[string]scheduler.HandlerFunc{
+			"job": func(context.Context, *scheduler.Task) error {
+				if runs.Add(1) == 1 {
+					started <- struct{}{}
+					<-release
+				}
+				return nil
+			},
+		}, scheduler.WithConcurrency(1), scheduler.WithPrefetch(20), scheduler.WithShutdownTimeout(wait))
+		for range 20 {
+			submit(t, e.sched, "job", "")
+		}
+		<-started
+		r.stop()
+		require.Eventually(t, func() bool { return logs.FilterMessage("worker draining").Len() > 0 }, wait, time.Millisecond)
+		close(release)
+		require.NoError(t, r.wait(t))
+		require.Equal(t, int32(1), runs.Load(), "round %d: the draining worker started new tasks", round)
+	}
 }
 
 func TestDrainTimeoutHandsBackWork(t *testing.T) {

@@ -14,6 +14,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/dtsched/scheduler/internal/failpoint"
 )
 
 // HandlerFunc runs one attempt of a task. Returning nil marks the task
@@ -196,6 +198,16 @@ func (w *Worker) Run(ctx context.Context) error {
 						lostOnce.Do(func() { lost <- fmt.Errorf("scheduler: queue %s: %w", w.cfg.queues[0], ErrClosed) })
 						return
 					}
+					// select picks at random among ready cases: with
+					// prefetched deliveries waiting, a draining worker
+					// would go on starting tasks. One received after the
+					// drain began stays unsettled; closing the consumer
+					// returns it to the queue.
+					select {
+					case <-stopTaking:
+						return
+					default:
+					}
 					w.process(hard, d, sl)
 					if sl.abandoned() {
 						return // the worker stopped while the handler ran: the slot is gone
@@ -215,8 +227,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-lost:
 	}
-	w.log.Info("worker draining", zap.Int64("in_flight", w.nInFlight.Load()))
 	close(stopTaking)
+	w.log.Info("worker draining", zap.Int64("in_flight", w.nInFlight.Load()))
 	feeders.Wait()
 
 	drained := make(chan struct{})
@@ -379,6 +391,7 @@ func (w *Worker) handBack(t *Task, d Delivery, log *taskLogger) {
 // finish stores the outcome of an attempt, publishes its next attempt if
 // any, and settles the delivery.
 func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, ran time.Duration, log *taskLogger) {
+	failpoint.Inject(failpoint.WorkerBeforeFinish)
 	now := w.s.now()
 	p := FinishParams{Attempt: t.Attempt, Now: now}
 	var snooze *SnoozeError

@@ -184,8 +184,8 @@ func (c *config) validate() error {
 	if c.retryMax < c.retryBase {
 		bad("-retry-max (%s) is shorter than -retry-base (%s)", c.retryMax, c.retryBase)
 	}
-	if c.failpoint != "" && c.failpoint != failpoint.SubmitAfterStore {
-		bad("-failpoint: unknown failpoint %q (known: %s)", c.failpoint, failpoint.SubmitAfterStore)
+	if c.failpoint != "" && c.failpoint != failpoint.SubmitAfterStore && c.failpoint != failpoint.WorkerBeforeFinish {
+		bad("-failpoint: unknown failpoint %q (known: %s, %s)", c.failpoint, failpoint.SubmitAfterStore, failpoint.WorkerBeforeFinish)
 	}
 	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/dtsched/scheduler"
 )
@@ -30,6 +31,10 @@ type execEvent struct {
 	Attempt int    `json:"attempt"`
 	Worker  string `json:"worker"`
 	Err     string `json:"err,omitempty"` // end only; empty on success
+	// T is when the event happened, on the writing machine's clock: a
+	// test compares it with the store's times (an end's T precedes the
+	// FinishedAt of the outcome it led to).
+	T time.Time `json:"t"`
 }
 
 // openExecLog opens (creating it if need be) the log at path.
@@ -45,6 +50,7 @@ func (l *execLog) Close() error { return l.f.Close() }
 
 func (l *execLog) write(e execEvent) {
 	e.Worker = l.worker
+	e.T = time.Now().UTC()
 	line, err := json.Marshal(e)
 	if err != nil {
 		panic(err) // strings and ints always encode

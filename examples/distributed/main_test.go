@@ -114,11 +114,22 @@ func TestExecLogRecordsStartEndAndPanics(t *testing.T) {
 	ok := l.wrap(func(context.Context, *scheduler.Task) error { return nil })
 	fail := l.wrap(func(context.Context, *scheduler.Task) error { return errors.New("boom") })
 	panics := l.wrap(func(context.Context, *scheduler.Task) error { panic("oops") })
+	before := time.Now()
 
 	require.NoError(t, ok(context.Background(), &scheduler.Task{ID: "a", Type: "t", Attempt: 1}))
 	require.EqualError(t, fail(context.Background(), &scheduler.Task{ID: "b", Type: "t", Attempt: 2}), "boom")
 	require.PanicsWithValue(t, "oops", func() { _ = panics(context.Background(), &scheduler.Task{ID: "c", Type: "t", Attempt: 3}) })
+	after := time.Now()
 
+	got := readExecLog(t, path)
+	// Every event carries its time, in order, within the calls.
+	prev := before
+	for i := range got {
+		require.False(t, got[i].T.Before(prev), "event %d at %s, before %s", i, got[i].T, prev)
+		require.False(t, got[i].T.After(after), "event %d at %s, after the calls", i, got[i].T)
+		prev = got[i].T
+		got[i].T = time.Time{}
+	}
 	require.Equal(t, []execEvent{
 		{Ev: "start", ID: "a", Type: "t", Attempt: 1, Worker: "w1"},
 		{Ev: "end", ID: "a", Type: "t", Attempt: 1, Worker: "w1"},
@@ -126,7 +137,7 @@ func TestExecLogRecordsStartEndAndPanics(t *testing.T) {
 		{Ev: "end", ID: "b", Type: "t", Attempt: 2, Worker: "w1", Err: "boom"},
 		{Ev: "start", ID: "c", Type: "t", Attempt: 3, Worker: "w1"},
 		{Ev: "end", ID: "c", Type: "t", Attempt: 3, Worker: "w1", Err: "panic: oops"},
-	}, readExecLog(t, path))
+	}, got)
 }
 
 func readExecLog(t *testing.T, path string) []execEvent {

@@ -9,9 +9,15 @@ import (
 	"sync/atomic"
 )
 
-// SubmitAfterStore is reached after Submit has stored its tasks and before
-// it publishes them.
-const SubmitAfterStore = "submit-after-store"
+// The failpoints.
+const (
+	// SubmitAfterStore is reached after Submit has stored its tasks and
+	// before it publishes them.
+	SubmitAfterStore = "submit-after-store"
+	// WorkerBeforeFinish is reached after a handler returned and before
+	// the worker stores the attempt's outcome (and settles its message).
+	WorkerBeforeFinish = "worker-before-finish"
+)
 
 var (
 	enabled atomic.Bool

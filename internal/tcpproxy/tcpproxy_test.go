@@ -1,0 +1,86 @@
+package tcpproxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// echoServer answers every line with the same line until the client
+// closes.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+func roundTrip(t *testing.T, c net.Conn, r *bufio.Reader, msg string) error {
+	t.Helper()
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	if _, err := c.Write([]byte(msg + "\n")); err != nil {
+		return err
+	}
+	got, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	require.Equal(t, msg+"\n", got)
+	return nil
+}
+
+func TestForwardsAndCuts(t *testing.T) {
+	p, err := New(echoServer(t))
+	require.NoError(t, err)
+	defer p.Close()
+
+	c, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	require.NoError(t, roundTrip(t, c, r, "hello"))
+	require.Equal(t, 1, p.Open())
+
+	require.Equal(t, 1, p.Cut())
+	require.Error(t, roundTrip(t, c, r, "after the cut"), "a cut connection must fail")
+
+	// A new connection gets through after the cut.
+	c2, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer c2.Close()
+	require.NoError(t, roundTrip(t, c2, bufio.NewReader(c2), "again"))
+	require.Equal(t, 2, p.Accepted())
+}
+
+func TestCloseStopsAccepting(t *testing.T) {
+	p, err := New(echoServer(t))
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	c, err := net.DialTimeout("tcp", p.Addr(), time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatal("the proxy accepted a connection after Close")
+	}
+}
