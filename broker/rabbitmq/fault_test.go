@@ -59,11 +59,11 @@ func TestConnectionCutDuringPublishBurst(t *testing.T) {
 		})
 	}
 	waitFor(t, 60*time.Second, "first part of the burst", func() bool { return progress.Load() >= total/5 })
-	require.Positive(t, px.cut())
+	require.Positive(t, px.Cut())
 	waitFor(t, 30*time.Second, "reconnect", func() bool { return b.Reconnects() >= 1 })
 	if progress.Load() < total*3/5 {
 		waitFor(t, 60*time.Second, "more of the burst", func() bool { return progress.Load() >= total*3/5 })
-		px.cut()
+		px.Cut()
 	}
 	wg.Wait()
 	require.Zero(t, failures.Load())
@@ -144,7 +144,7 @@ func TestConnectionCutDuringConsumption(t *testing.T) {
 		tr.see(t, d)
 		if !cut && len(tr.acked) >= total/3 {
 			cut = true
-			require.Positive(t, px.cut())
+			require.Positive(t, px.Cut())
 			waitFor(t, 10*time.Second, "the consumer's channel to die", func() bool { return d.(*delivery).ch.IsClosed() })
 			err := d.Ack(ctx)
 			require.ErrorIs(t, err, ErrDeliveryLost)
@@ -305,7 +305,7 @@ func TestSilentNetworkCut(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "before", Queue: "work"}))
 	require.Equal(t, "before", recv(t, c, 10*time.Second).Message().TaskID) // left unsettled
-	require.Positive(t, px.blackhole())
+	require.Positive(t, px.Blackhole())
 	start := time.Now()
 	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "after", Queue: "work"}))
 	require.GreaterOrEqual(t, b.Reconnects(), uint64(1), "the publish waited for a new connection")
@@ -336,7 +336,7 @@ func TestServerUnreachable(t *testing.T) {
 	t.Cleanup(func() { deleteTopology(t, b) })
 	c, err := b.Consume(ctxT(t, 10*time.Second), "work", 1)
 	require.NoError(t, err)
-	px.close() // refuse new connections and cut the current one
+	_ = px.Close() // refuse new connections and cut the current one
 
 	short := func() context.Context { return ctxT(t, 300*time.Millisecond) }
 	waitFor(t, 10*time.Second, "the connection loss to be noticed", func() bool {
@@ -371,7 +371,7 @@ func TestSeveralURLs(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "one", Queue: "work"}))
 	for range 2 { // the next URL after the proxy is the dead one, then the proxy again
-		require.Positive(t, px.cut())
+		require.Positive(t, px.Cut())
 		require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "two", Queue: "work"}))
 	}
 	require.GreaterOrEqual(t, b.Reconnects(), uint64(2))

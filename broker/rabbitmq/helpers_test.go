@@ -8,13 +8,14 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/dtsched/scheduler/internal/tcpproxy"
 )
 
 const envURL = "SCHEDULER_TEST_AMQP_URL"
@@ -114,111 +115,18 @@ func deleteTopology(t testing.TB, b *Broker) {
 	}
 }
 
-// proxy is a loopback TCP proxy to the RabbitMQ server whose connections a
-// test can cut, as a network failure would.
-type proxy struct {
-	t      testing.TB
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	conns []net.Conn
-	holes map[net.Conn]bool
-	wg    sync.WaitGroup
-}
-
-func newProxy(t testing.TB, url string) (*proxy, string) {
+// newProxy starts a loopback TCP proxy to the RabbitMQ server of url,
+// whose connections a test can cut or blackhole as a network failure
+// would, and returns it with the URL that goes through it.
+func newProxy(t testing.TB, url string) (*tcpproxy.Proxy, string) {
 	t.Helper()
 	u, err := amqp.ParseURI(url)
 	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := tcpproxy.New(net.JoinHostPort(u.Host, strconv.Itoa(u.Port)))
 	require.NoError(t, err)
-	p := &proxy{t: t, ln: ln, target: net.JoinHostPort(u.Host, itoa(u.Port))}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	port := ln.Addr().(*net.TCPAddr).Port
-	u.Host, u.Port = "127.0.0.1", port
+	t.Cleanup(func() { _ = p.Close() })
+	u.Host, u.Port = "127.0.0.1", p.Port()
 	return p, u.String()
-}
-
-func itoa(n int) string { return strconv.Itoa(n) }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(c, s)
-		go p.pipe(s, c)
-	}
-}
-
-func (p *proxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.isBlackholed(src) {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *proxy) isBlackholed(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.holes[c]
-}
-
-// blackhole silently drops everything on the current connections from now
-// on, without closing them: a network cut that only heartbeats notice.
-func (p *proxy) blackhole() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.holes == nil {
-		p.holes = map[net.Conn]bool{}
-	}
-	for _, c := range p.conns {
-		p.holes[c] = true
-	}
-	return len(p.conns) / 2
-}
-
-// cut closes every proxied connection; new ones are accepted.
-func (p *proxy) cut() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := len(p.conns) / 2
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-	return n
-}
-
-func (p *proxy) close() {
-	_ = p.ln.Close()
-	p.cut()
-	p.wg.Wait()
 }
 
 // ctxT returns a context ending with the test or after d.

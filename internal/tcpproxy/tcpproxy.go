@@ -12,7 +12,6 @@
 package tcpproxy
 
 import (
-	"io"
 	"net"
 	"sync"
 )
@@ -24,7 +23,7 @@ type Proxy struct {
 	target string
 
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]bool // true: blackholed
 	closed bool
 	total  int
 	wg     sync.WaitGroup
@@ -37,7 +36,7 @@ func New(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -45,6 +44,9 @@ func New(target string) (*Proxy, error) {
 
 // Addr returns the proxy's listening address, host:port.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Port returns the proxy's listening port.
+func (p *Proxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
 
 // Accepted returns how many client connections the proxy has accepted.
 func (p *Proxy) Accepted() int {
@@ -71,6 +73,25 @@ func (p *Proxy) Cut() int {
 		delete(p.conns, c)
 	}
 	return n
+}
+
+// Blackhole makes every open connection drop what it carries, both ways,
+// without closing it: a network cut that only timeouts and heartbeats
+// notice. It returns how many client connections it affects; new ones
+// are forwarded as usual.
+func (p *Proxy) Blackhole() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.conns[c] = true
+	}
+	return len(p.conns) / 2
+}
+
+func (p *Proxy) blackholed(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns[c]
 }
 
 // Close stops accepting, cuts every connection and waits for the proxy's
@@ -104,7 +125,7 @@ func (p *Proxy) accept() {
 			_ = s.Close()
 			return
 		}
-		p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+		p.conns[c], p.conns[s] = false, false
 		p.total++
 		p.wg.Add(2)
 		p.mu.Unlock()
@@ -113,11 +134,22 @@ func (p *Proxy) accept() {
 	}
 }
 
-// pipe copies src to dst until either fails, then closes both and forgets
-// them.
+// pipe copies src to dst, or drops what it reads once src is blackholed,
+// until either side fails; then it closes both and forgets them.
 func (p *Proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.blackholed(src) {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	_ = dst.Close()
 	_ = src.Close()
 	p.mu.Lock()

@@ -84,3 +84,31 @@ func TestCloseStopsAccepting(t *testing.T) {
 		t.Fatal("the proxy accepted a connection after Close")
 	}
 }
+
+func TestBlackholeDropsWithoutClosing(t *testing.T) {
+	p, err := New(echoServer(t))
+	require.NoError(t, err)
+	defer p.Close()
+
+	c, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	require.NoError(t, roundTrip(t, c, r, "hello"))
+
+	require.Equal(t, 1, p.Blackhole())
+	require.NoError(t, c.SetDeadline(time.Now().Add(300*time.Millisecond)))
+	_, err = c.Write([]byte("into the void\n"))
+	require.NoError(t, err, "writes still succeed: the connection stays open")
+	_, err = r.ReadString('\n')
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	require.True(t, ne.Timeout(), "nothing comes back, and the connection is not closed: %v", err)
+	require.Equal(t, 1, p.Open())
+
+	// New connections are forwarded as usual.
+	c2, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer c2.Close()
+	require.NoError(t, roundTrip(t, c2, bufio.NewReader(c2), "again"))
+}
