@@ -1,10 +1,11 @@
 package scheduler
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/dtsched/scheduler/internal/jsonbytes"
 )
 
 // Priority orders waiting tasks of one queue: a higher priority runs first.
@@ -379,22 +380,10 @@ func splitBytes(b []byte) (json.RawMessage, []byte) {
 	if len(b) == 0 {
 		return nil, nil
 	}
-	if embeddable(b) {
+	if jsonbytes.Embeddable(b) {
 		return json.RawMessage(b), nil
 	}
 	return nil, b
-}
-
-func embeddable(b []byte) bool {
-	if bytes.ContainsAny(b, "<>&\u2028\u2029") || !json.Valid(b) {
-		return false
-	}
-	var c bytes.Buffer
-	c.Grow(len(b))
-	if json.Compact(&c, b) != nil {
-		return false
-	}
-	return bytes.Equal(c.Bytes(), b)
 }
 
 func joinBytes(raw json.RawMessage, b64 []byte) []byte {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dtsched/scheduler"
+	"github.com/dtsched/scheduler/internal/jsonbytes"
 )
 
 // A task record is a JSON object with short member names, in this order
@@ -196,26 +197,11 @@ func appendBytesMember(b []byte, name string, v []byte) []byte {
 	}
 	b = append(b, `,"`...)
 	b = append(b, name...)
-	if embeddable(v) {
+	if jsonbytes.Embeddable(v) {
 		b = append(b, `":`...)
 		return append(b, v...)
 	}
 	b = append(b, `64":"`...)
 	b = base64.StdEncoding.AppendEncode(b, v)
 	return append(b, '"')
-}
-
-// embeddable reports whether b can be embedded in a record as a JSON
-// value and read back byte for byte: valid, compact JSON with nothing an
-// encoder would escape.
-func embeddable(b []byte) bool {
-	if bytes.ContainsAny(b, "<>&\u2028\u2029") || !json.Valid(b) {
-		return false
-	}
-	var c bytes.Buffer
-	c.Grow(len(b))
-	if json.Compact(&c, b) != nil {
-		return false
-	}
-	return bytes.Equal(c.Bytes(), b)
 }
