@@ -2,22 +2,19 @@ package scheduler_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dtsched/scheduler"
 	membroker "github.com/dtsched/scheduler/broker/memory"
 	"github.com/dtsched/scheduler/broker/rabbitmq"
+	"github.com/dtsched/scheduler/internal/testenv"
 	memstore "github.com/dtsched/scheduler/storage/memory"
 	redisstore "github.com/dtsched/scheduler/storage/redis"
 )
@@ -52,14 +49,8 @@ func memoryBackend() backend {
 // durableBackend is RabbitMQ and Redis under a prefix of their own.
 func durableBackend() backend {
 	return backend{name: "durable", new: func(b *testing.B) (scheduler.Broker, scheduler.Store) {
-		redisAddr, amqpURL := os.Getenv("SCHEDULER_TEST_REDIS_ADDR"), os.Getenv("SCHEDULER_TEST_AMQP_URL")
-		if redisAddr == "" || amqpURL == "" {
-			b.Skip("SCHEDULER_TEST_REDIS_ADDR and SCHEDULER_TEST_AMQP_URL are not both set: skipping the RabbitMQ + Redis benchmark " +
-				"(e.g. SCHEDULER_TEST_REDIS_ADDR=127.0.0.1:6379 SCHEDULER_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/)")
-		}
-		var r [4]byte
-		_, _ = rand.Read(r[:])
-		prefix := "sched-bench-" + hex.EncodeToString(r[:])
+		redisAddr, amqpURL := testenv.Servers(b)
+		prefix := testenv.Namespace(b, redisAddr, amqpURL, "sched-bench")
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		br, err := rabbitmq.New(ctx, []string{amqpURL}, rabbitmq.WithPrefix(prefix), rabbitmq.WithConnectionName(prefix))
@@ -73,59 +64,10 @@ func durableBackend() backend {
 		}
 		b.Cleanup(func() {
 			_ = br.Close()
-			cleanupRabbitMQ(b, amqpURL, prefix)
-			cleanupRedis(b, rdb, "{"+prefix+"}:*")
 			_ = rdb.Close()
 		})
 		return br, st
 	}}
-}
-
-// cleanupRabbitMQ deletes the queues and exchange the broker declared for
-// the default queue.
-func cleanupRabbitMQ(b *testing.B, url, prefix string) {
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		b.Errorf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		b.Errorf("cleanup: %v", err)
-		return
-	}
-	for _, q := range []string{prefix + ":q:" + scheduler.DefaultQueue, prefix + ":dead:" + scheduler.DefaultQueue} {
-		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-			b.Errorf("cleanup: delete queue %s: %v", q, err)
-			return
-		}
-	}
-	if err := ch.ExchangeDelete(prefix+":deliver", false, false); err != nil {
-		b.Errorf("cleanup: delete exchange: %v", err)
-	}
-}
-
-// cleanupRedis deletes the keys matching pattern.
-func cleanupRedis(b *testing.B, rdb *redis.Client, pattern string) {
-	ctx := context.Background()
-	iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		b.Errorf("cleanup: %v", err)
-		return
-	}
-	for len(keys) > 0 {
-		n := min(len(keys), 500)
-		if err := rdb.Unlink(ctx, keys[:n]...).Err(); err != nil {
-			b.Errorf("cleanup: %v", err)
-			return
-		}
-		keys = keys[n:]
-	}
 }
 
 // latencies collects durations and reports their percentiles in ms.

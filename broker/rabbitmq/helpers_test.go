@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,9 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dtsched/scheduler/internal/tcpproxy"
+	"github.com/dtsched/scheduler/internal/testenv"
 )
-
-const envURL = "SCHEDULER_TEST_AMQP_URL"
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
@@ -27,11 +25,7 @@ func TestMain(m *testing.M) {
 // amqpURL returns the test server's URL or skips t.
 func amqpURL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv(envURL)
-	if u == "" {
-		t.Skipf("%s is not set: skipping the RabbitMQ test (e.g. %s=amqp://guest:guest@127.0.0.1:5672/)", envURL, envURL)
-	}
-	return u
+	return testenv.AMQP(t)
 }
 
 // uniquePrefix returns a prefix no other test uses.

@@ -22,15 +22,34 @@ const (
 	AMQPEnv  = "SCHEDULER_TEST_AMQP_URL"
 )
 
+// Redis returns the address of the real Redis, or skips the test, saying
+// why, when it is not set.
+func Redis(t testing.TB) string {
+	t.Helper()
+	return lookup(t, RedisEnv, "127.0.0.1:6379")
+}
+
+// AMQP returns the URL of the real RabbitMQ, or skips the test, saying
+// why, when it is not set.
+func AMQP(t testing.TB) string {
+	t.Helper()
+	return lookup(t, AMQPEnv, "amqp://guest:guest@127.0.0.1:5672/")
+}
+
 // Servers returns the addresses of the real Redis and RabbitMQ, or skips
 // the test, saying why, when either is not set.
 func Servers(t testing.TB) (redisAddr, amqpURL string) {
 	t.Helper()
-	redisAddr, amqpURL = os.Getenv(RedisEnv), os.Getenv(AMQPEnv)
-	if redisAddr == "" || amqpURL == "" {
-		t.Skipf("%s and %s are not both set: skipping a test that needs the real Redis and RabbitMQ", RedisEnv, AMQPEnv)
+	return Redis(t), AMQP(t)
+}
+
+func lookup(t testing.TB, variable, example string) string {
+	t.Helper()
+	v := os.Getenv(variable)
+	if v == "" {
+		t.Skipf("%s is not set: skipping a test that needs the real server (e.g. %s=%s)", variable, variable, example)
 	}
-	return redisAddr, amqpURL
+	return v
 }
 
 // Namespace returns a namespace (Redis key prefix and RabbitMQ name prefix)
@@ -70,8 +89,10 @@ func DeleteNamespace(redisAddr, amqpURL, ns string, queues ...string) error {
 		keys = append(keys, iter.Val())
 	}
 	errs = append(errs, iter.Err())
-	if len(keys) > 0 {
-		errs = append(errs, rdb.Unlink(ctx, keys...).Err())
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		errs = append(errs, rdb.Unlink(ctx, keys[:n]...).Err())
+		keys = keys[n:]
 	}
 
 	conn, err := amqp.Dial(amqpURL)

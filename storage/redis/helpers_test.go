@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,11 +16,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dtsched/scheduler"
+	"github.com/dtsched/scheduler/internal/testenv"
 )
-
-// envRedis names the variable that points the integration tests at a real
-// Redis server.
-const envRedis = "SCHEDULER_TEST_REDIS_ADDR"
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
@@ -36,7 +32,7 @@ type harness struct {
 	ns  string
 }
 
-// backends runs f against miniredis and, when envRedis is set, against the
+// backends runs f against miniredis and, when testenv.RedisEnv is set, against the
 // real server.
 func backends(t *testing.T, f func(t *testing.T, h *harness)) {
 	t.Helper()
@@ -67,11 +63,7 @@ func newMini(t *testing.T, opts ...Option) *harness {
 // realAddr returns the real server's address or skips the test.
 func realAddr(t testing.TB) string {
 	t.Helper()
-	addr := os.Getenv(envRedis)
-	if addr == "" {
-		t.Skipf("%s is not set: skipping the test against a real Redis (e.g. %s=127.0.0.1:6379)", envRedis, envRedis)
-	}
-	return addr
+	return testenv.Redis(t)
 }
 
 func newReal(t *testing.T, opts ...Option) *harness {
