@@ -36,13 +36,19 @@ local function refuse(why)
   return {why}
 end
 local STATES = {'pending', 'scheduled', 'running', 'retrying', 'succeeded', 'dead', 'canceled'}
+local WAITING = {pending = true, scheduled = true, retrying = true}
 local TERMINAL = {succeeded = true, dead = true, canceled = true}
+-- nowMS is the server's clock in milliseconds.
+local function nowMS()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 `
 
 // luaRecord reads and writes task records.
 const luaRecord = `
-local WAITING = {pending = true, scheduled = true, retrying = true}
-local VALID = {pending = true, scheduled = true, running = true, retrying = true, succeeded = true, dead = true, canceled = true}
+local VALID = {}
+for _, st in ipairs(STATES) do VALID[st] = true end
 local HEAD = {'t', 'q', 'p', 's', 'a', 'm', 'to', 'r', 'c', 'b', 'f', 'e', 'w', 'u', 'sc', 'tk', 'ma'}
 local KNOWN = {}
 for _, k in ipairs(HEAD) do KNOWN[k] = true end
@@ -424,8 +430,7 @@ return out
 const heartbeatBody = `
 local prev = seen()
 if prev then return {'replay', prev} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nowMS()
 local ttl = tonumber(ARGV[6])
 redis.call('SET', P .. ':w:' .. ARGV[4], ARGV[5], 'PX', ttl)
 redis.call('ZADD', P .. ':ws', now + ttl, ARGV[4])
@@ -448,8 +453,7 @@ return 1
 // workersScript replies {id, JSON, ...} for every worker whose heartbeat
 // has not expired.
 const workersBody = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nowMS()
 local out = {}
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. ':ws', '(' .. now, '+inf')) do
   local v = redis.call('GET', P .. ':w:' .. w)
@@ -547,7 +551,6 @@ return out
 // the payload, and no head member can contain the pattern. Idempotent by
 // nature.
 const publishedBody = `
-local WAITING = {pending = true, scheduled = true, retrying = true}
 local n = 0
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
