@@ -125,6 +125,16 @@ local function logFinish(r, score)
   redis.call('RPUSH', P .. ':d', score .. ':' .. r.id)
 end
 
+-- claimLoad records this call's token and loads the record of ARGV[4].
+-- When it returns nil, the second value is the script's reply: the record
+-- as it is now for a call that already applied, else why it cannot load.
+local function claimLoad()
+  if not claim('1') then return nil, {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+  local r, err = load(ARGV[4])
+  if not r then return nil, refuse(err) end
+  return r
+end
+
 -- release frees the unique key of r if r still holds it.
 local function release(r)
   local uk = r.v.u
@@ -298,9 +308,8 @@ return out
 // cancelScript: ARGV[4..9] = id, reason, only unstarted (0/1), now (RFC
 // 3339), now score, cancel request TTL in ms.
 const cancelBody = `
-if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
-local r, err = load(ARGV[4])
-if not r then return refuse(err) end
+local r, reply = claimLoad()
+if not r then return reply end
 if TERMINAL[r.state] then return refuse('finished') end
 if ARGV[6] == '1' and not (r.attempt == 0 and (r.state == 'pending' or r.state == 'scheduled')) then
   return refuse('stale')
@@ -325,9 +334,8 @@ return {'ok', save(r)}
 
 // retryScript: ARGV[4..5] = id, now score.
 const retryBody = `
-if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
-local r, err = load(ARGV[4])
-if not r then return refuse(err) end
+local r, reply = claimLoad()
+if not r then return reply end
 if r.state ~= 'dead' and r.state ~= 'canceled' then return refuse('notretryable') end
 move(r, 'pending')
 r.v.m = r.v.m + r.attempt
