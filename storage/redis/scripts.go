@@ -24,7 +24,8 @@ import "github.com/redis/go-redis/v9"
 const luaCore = `
 local P = ARGV[1]
 local function tkey(id) return P .. ':t:' .. id end
-local function ikey(state, q, t) return P .. ':i:' .. state .. ':' .. q .. ':' .. t end
+-- ikey is the listing index of a state and a "<queue>:<type>" combination.
+local function ikey(state, combo) return P .. ':i:' .. state .. ':' .. combo end
 local function opkey() return P .. ':op:' .. ARGV[2] end
 local function seen() return redis.call('GET', opkey()) end
 local function done(v) redis.call('SET', opkey(), v, 'PX', ARGV[3]) end
@@ -78,7 +79,7 @@ local function load(id)
     return nil, 'corrupt'
   end
   v.ct = nil
-  return {v = v, tail = tail, id = id, state = v.s, attempt = v.a, queue = v.q, type = v.t}
+  return {v = v, tail = tail, id = id, state = v.s, attempt = v.a, combo = v.q .. ':' .. v.t}
 end
 
 -- set replaces head member k of r; '' removes it.
@@ -113,8 +114,8 @@ end
 -- move changes the state of r, moving its listing index entry with it.
 local function move(r, to)
   if r.state ~= to then
-    redis.call('ZREM', ikey(r.state, r.queue, r.type), r.id)
-    redis.call('ZADD', ikey(to, r.queue, r.type), 0, r.id)
+    redis.call('ZREM', ikey(r.state, r.combo), r.id)
+    redis.call('ZADD', ikey(to, r.combo), 0, r.id)
   end
   r.state = to
   r.v.s = to
@@ -393,10 +394,10 @@ while pos < len and n < limit and #keep < look do
       if r and TERMINAL[r.state] then
         if not stale(id) then
           redis.call('DEL', tkey(id))
-          redis.call('ZREM', ikey(r.state, r.queue, r.type), id)
+          redis.call('ZREM', ikey(r.state, r.combo), id)
           unindex(id)
           release(r)
-          combos[r.queue .. ':' .. r.type] = true
+          combos[r.combo] = true
           n = n + 1
         end
       elseif r then
@@ -405,7 +406,7 @@ while pos < len and n < limit and #keep < look do
         redis.call('HDEL', rkey, id)
       else
         for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
-          for _, st in ipairs(STATES) do redis.call('ZREM', P .. ':i:' .. st .. ':' .. c, id) end
+          for _, st in ipairs(STATES) do redis.call('ZREM', ikey(st, c), id) end
           combos[c] = true
         end
         redis.call('DEL', tkey(id))
@@ -423,7 +424,7 @@ end
 for c in pairs(combos) do
   local empty = true
   for _, st in ipairs(STATES) do
-    if redis.call('EXISTS', P .. ':i:' .. st .. ':' .. c) == 1 then empty = false break end
+    if redis.call('EXISTS', ikey(st, c)) == 1 then empty = false break end
   end
   if empty then redis.call('SREM', P .. ':c', c) end
 end
@@ -498,7 +499,7 @@ for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
   local q, t = string.match(c, '^([^:]*):(.*)$')
   if q and (fq == '' or q == fq) and (ft == '' or t == ft) then
     for _, st in ipairs(states) do
-      local ids = redis.call('ZREVRANGEBYLEX', P .. ':i:' .. st .. ':' .. c, max, '-', 'LIMIT', 0, n + 1)
+      local ids = redis.call('ZREVRANGEBYLEX', ikey(st, c), max, '-', 'LIMIT', 0, n + 1)
       if #ids > 0 then
         lists[#lists + 1] = ids
         pos[#lists] = 1
@@ -540,7 +541,7 @@ const countsBody = `
 local counts = {}
 for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
   for _, st in ipairs(STATES) do
-    counts[st] = (counts[st] or 0) + redis.call('ZCARD', P .. ':i:' .. st .. ':' .. c)
+    counts[st] = (counts[st] or 0) + redis.call('ZCARD', ikey(st, c))
   end
 end
 local out = {}
