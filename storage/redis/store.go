@@ -653,11 +653,12 @@ func timeString(t time.Time) (string, error) {
 	if t.IsZero() {
 		return "", nil
 	}
-	b, err := t.MarshalJSON()
+	var buf [40]byte
+	b, err := appendTime(buf[:0], t)
 	if err != nil {
-		return "", &scheduler.ValidationError{Field: "time", Reason: err.Error()}
+		return "", err
 	}
-	return string(b[1 : len(b)-1]), nil
+	return string(b), nil
 }
 
 // stored returns s as it reads back from a JSON record: JSON encoding
