@@ -276,11 +276,7 @@ func (c *consumer) reject(ch *amqp.Channel, acks *acker, ad *amqp.Delivery, reas
 		c.log.Error("dead-lettering failed; the message stays in its queue", zap.Error(err))
 		return
 	}
-	if err := ch.Ack(ad.DeliveryTag, false); err != nil {
-		c.log.Warn("ack after dead-lettering failed", zap.Error(err))
-		return
-	}
-	acks.done(ad.DeliveryTag)
+	c.ackOwn(ch, acks, ad.DeliveryTag, "dead-lettering")
 }
 
 // redelay publishes a message delivered before its not-before time (a delay
@@ -297,11 +293,17 @@ func (c *consumer) redelay(ch *amqp.Channel, acks *acker, ad *amqp.Delivery, m s
 		c.log.Warn("delaying again failed; the message stays in its queue", zap.Error(err))
 		return
 	}
-	if err := ch.Ack(ad.DeliveryTag, false); err != nil {
-		c.log.Warn("ack after delaying again failed", zap.Error(err))
+	c.ackOwn(ch, acks, ad.DeliveryTag, "delaying again")
+}
+
+// ackOwn acks at once a delivery the consumer settled itself, after what
+// it did with the message, and records it with the channel's acker.
+func (c *consumer) ackOwn(ch *amqp.Channel, acks *acker, tag uint64, after string) {
+	if err := ch.Ack(tag, false); err != nil {
+		c.log.Warn("ack after "+after+" failed", zap.Error(err))
 		return
 	}
-	acks.done(ad.DeliveryTag)
+	acks.done(tag)
 }
 
 // delivery is a scheduler.Delivery of a RabbitMQ message.
