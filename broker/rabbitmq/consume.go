@@ -150,12 +150,11 @@ func (c *consumer) run(s *session, ch *amqp.Channel, dels <-chan amqp.Delivery) 
 		acks := newAcker(ch, c.log)
 		lostErr := c.forward(ch, acks, dels, gone)
 		close(gone)
+		acks.close() // acks still waiting go out before the channel closes
 		if c.closed.Load() || c.b.isClosed() {
-			acks.close()   // acks still waiting go out first
 			_ = ch.Close() // requeues every unsettled delivery
 			return
 		}
-		acks.close()
 		var reason error = lostErr
 		select {
 		case e, ok := <-closeErrs:
