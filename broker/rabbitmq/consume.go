@@ -193,24 +193,9 @@ func (c *consumer) resubscribe() (*session, *amqp.Channel, <-chan amqp.Delivery,
 			return s, ch, dels, true
 		}
 		c.log.Warn("subscribe failed", zap.Int("attempt", attempt+1), zap.Error(err))
-		if !c.sleep(attempt) {
+		if !c.b.sleep(c.b.backoff(attempt), c.stop) {
 			return nil, nil, nil, false
 		}
-	}
-}
-
-func (c *consumer) sleep(attempt int) bool {
-	d := c.b.opts.backoffMin << min(attempt, 16)
-	d = min(d, c.b.opts.backoffMax)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-c.stop:
-		return false
-	case <-c.b.closing:
-		return false
 	}
 }
 
