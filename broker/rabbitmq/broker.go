@@ -239,7 +239,7 @@ func (b *Broker) supervise(s *session) {
 		b.log.Warn("connection lost; reconnecting", zap.String("url", redact(s.url)), zap.Error(s.closeErr()))
 		var err error
 		for attempt := 0; ; attempt++ {
-			if !b.sleepBackoff(attempt) {
+			if !b.sleep(b.backoff(attempt), nil) {
 				return
 			}
 			ctx, cancel := context.WithTimeout(b.baseCtx, 30*time.Second)
@@ -264,21 +264,28 @@ func (b *Broker) supervise(s *session) {
 	}
 }
 
-// sleepBackoff waits before reconnection attempt n (0-based): exponential
-// from the minimum up to the maximum, jittered down by up to half. It
-// returns false when the broker is closed meanwhile.
-func (b *Broker) sleepBackoff(n int) bool {
+// backoff returns the wait before attempt n (0-based) to reconnect or to
+// subscribe a consumer again: exponential from the minimum up to the
+// maximum, jittered down by up to half.
+func (b *Broker) backoff(n int) time.Duration {
 	d := b.opts.backoffMin
 	for i := 0; i < n && d < b.opts.backoffMax; i++ {
 		d *= 2
 	}
 	d = min(d, b.opts.backoffMax)
-	d = d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
+	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
+}
+
+// sleep waits d and returns true, or false as soon as stop (nil: never)
+// is closed or the broker is closed.
+func (b *Broker) sleep(d time.Duration, stop <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
+	case <-stop:
+		return false
 	case <-b.closing:
 		return false
 	}

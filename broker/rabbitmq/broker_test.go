@@ -126,11 +126,8 @@ func TestDeadLetter(t *testing.T) {
 // getOne takes one message from a raw queue, waiting for it.
 func getOne(t *testing.T, b *Broker, queue string) amqp.Delivery {
 	t.Helper()
-	conn, err := amqp.Dial(amqpURL(t))
-	require.NoError(t, err)
+	conn, ch := rawConn(t)
 	defer conn.Close()
-	ch, err := conn.Channel()
-	require.NoError(t, err)
 	var got amqp.Delivery
 	require.Eventually(t, func() bool {
 		d, ok, err := ch.Get(queue, true)
@@ -144,11 +141,8 @@ func getOne(t *testing.T, b *Broker, queue string) amqp.Delivery {
 // rawPublish publishes body to queue's work queue bypassing the broker.
 func rawPublish(t *testing.T, b *Broker, queue string, p amqp.Publishing) {
 	t.Helper()
-	conn, err := amqp.Dial(amqpURL(t))
-	require.NoError(t, err)
+	conn, ch := rawConn(t)
 	defer conn.Close()
-	ch, err := conn.Channel()
-	require.NoError(t, err)
 	require.NoError(t, ch.Confirm(false))
 	dc, err := ch.PublishWithDeferredConfirm("", b.names.work(queue), true, false, p)
 	require.NoError(t, err)
@@ -191,16 +185,9 @@ func TestUnroutablePublishFails(t *testing.T) {
 	b := newTestBroker(t, amqpURL(t))
 	ctx := ctxT(t, 30*time.Second)
 	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "t1", Queue: "q"}))
-	// Delete the queue behind the broker's back.
-	conn, err := amqp.Dial(amqpURL(t))
-	require.NoError(t, err)
-	ch, err := conn.Channel()
-	require.NoError(t, err)
-	_, err = ch.QueueDelete(b.names.work("q"), false, false, false)
-	require.NoError(t, err)
-	require.NoError(t, conn.Close())
+	deleteWorkQueue(t, b, "q")
 
-	err = b.Publish(ctx, scheduler.Message{TaskID: "t2", Queue: "q"})
+	err := b.Publish(ctx, scheduler.Message{TaskID: "t2", Queue: "q"})
 	require.ErrorIs(t, err, ErrUnroutable)
 	// The broker declares the queue again on the next publish.
 	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "t3", Queue: "q"}))
@@ -265,10 +252,7 @@ func TestTransientMessages(t *testing.T) {
 		require.Equal(t, transient, b.Transient())
 		ctx := ctxT(t, 30*time.Second)
 		require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "t1", Queue: "q.t", Priority: 3}))
-		conn, err := amqp.Dial(url)
-		require.NoError(t, err)
-		ch, err := conn.Channel()
-		require.NoError(t, err)
+		conn, ch := rawConn(t)
 		msg, ok, err := ch.Get(b.names.work("q.t"), true)
 		require.NoError(t, err)
 		require.True(t, ok)

@@ -150,12 +150,11 @@ func (c *consumer) run(s *session, ch *amqp.Channel, dels <-chan amqp.Delivery) 
 		acks := newAcker(ch, c.log)
 		lostErr := c.forward(ch, acks, dels, gone)
 		close(gone)
+		acks.close() // acks still waiting go out before the channel closes
 		if c.closed.Load() || c.b.isClosed() {
-			acks.close()   // acks still waiting go out first
 			_ = ch.Close() // requeues every unsettled delivery
 			return
 		}
-		acks.close()
 		var reason error = lostErr
 		select {
 		case e, ok := <-closeErrs:
@@ -194,24 +193,9 @@ func (c *consumer) resubscribe() (*session, *amqp.Channel, <-chan amqp.Delivery,
 			return s, ch, dels, true
 		}
 		c.log.Warn("subscribe failed", zap.Int("attempt", attempt+1), zap.Error(err))
-		if !c.sleep(attempt) {
+		if !c.b.sleep(c.b.backoff(attempt), c.stop) {
 			return nil, nil, nil, false
 		}
-	}
-}
-
-func (c *consumer) sleep(attempt int) bool {
-	d := c.b.opts.backoffMin << min(attempt, 16)
-	d = min(d, c.b.opts.backoffMax)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-c.stop:
-		return false
-	case <-c.b.closing:
-		return false
 	}
 }
 
@@ -276,11 +260,7 @@ func (c *consumer) reject(ch *amqp.Channel, acks *acker, ad *amqp.Delivery, reas
 		c.log.Error("dead-lettering failed; the message stays in its queue", zap.Error(err))
 		return
 	}
-	if err := ch.Ack(ad.DeliveryTag, false); err != nil {
-		c.log.Warn("ack after dead-lettering failed", zap.Error(err))
-		return
-	}
-	acks.done(ad.DeliveryTag)
+	c.ackOwn(ch, acks, ad.DeliveryTag, "dead-lettering")
 }
 
 // redelay publishes a message delivered before its not-before time (a delay
@@ -297,11 +277,17 @@ func (c *consumer) redelay(ch *amqp.Channel, acks *acker, ad *amqp.Delivery, m s
 		c.log.Warn("delaying again failed; the message stays in its queue", zap.Error(err))
 		return
 	}
-	if err := ch.Ack(ad.DeliveryTag, false); err != nil {
-		c.log.Warn("ack after delaying again failed", zap.Error(err))
+	c.ackOwn(ch, acks, ad.DeliveryTag, "delaying again")
+}
+
+// ackOwn acks at once a delivery the consumer settled itself, after what
+// it did with the message, and records it with the channel's acker.
+func (c *consumer) ackOwn(ch *amqp.Channel, acks *acker, tag uint64, after string) {
+	if err := ch.Ack(tag, false); err != nil {
+		c.log.Warn("ack after "+after+" failed", zap.Error(err))
 		return
 	}
-	acks.done(ad.DeliveryTag)
+	acks.done(tag)
 }
 
 // delivery is a scheduler.Delivery of a RabbitMQ message.

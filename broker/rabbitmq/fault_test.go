@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dtsched/scheduler"
@@ -276,13 +275,7 @@ func TestQueueDeletedWhileConsuming(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	c, err := b.Consume(ctx, "work", 1)
 	require.NoError(t, err)
-	conn, err := amqp.Dial(amqpURL(t))
-	require.NoError(t, err)
-	ch, err := conn.Channel()
-	require.NoError(t, err)
-	_, err = ch.QueueDelete(b.names.work("work"), false, false, false)
-	require.NoError(t, err)
-	require.NoError(t, conn.Close())
+	deleteWorkQueue(t, b, "work")
 	waitFor(t, 10*time.Second, "the consumer to subscribe again", func() bool { return b.Reconnects() >= 1 })
 	// The queue is back: publishing routes again.
 	waitFor(t, 10*time.Second, "a publish to succeed", func() bool {

@@ -109,6 +109,29 @@ func deleteTopology(t testing.TB, b *Broker) {
 	}
 }
 
+// rawConn connects to the test server bypassing any broker and opens a
+// channel; the caller closes the connection.
+func rawConn(t *testing.T) (*amqp.Connection, *amqp.Channel) {
+	t.Helper()
+	conn, err := amqp.Dial(amqpURL(t))
+	require.NoError(t, err)
+	ch, err := conn.Channel()
+	if err != nil {
+		_ = conn.Close()
+	}
+	require.NoError(t, err)
+	return conn, ch
+}
+
+// deleteWorkQueue deletes queue's work queue behind b's back.
+func deleteWorkQueue(t *testing.T, b *Broker, queue string) {
+	t.Helper()
+	conn, ch := rawConn(t)
+	_, err := ch.QueueDelete(b.names.work(queue), false, false, false)
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
+}
+
 // newProxy starts a loopback TCP proxy to the RabbitMQ server of url,
 // whose connections a test can cut or blackhole as a network failure
 // would, and returns it with the URL that goes through it.

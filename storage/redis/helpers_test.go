@@ -46,6 +46,20 @@ func backends(t *testing.T, f func(t *testing.T, h *harness)) {
 	})
 }
 
+// servers runs f with the address of a fresh miniredis and, when envRedis
+// is set, of the real server, for tests that build their own clients.
+func servers(t *testing.T, f func(t *testing.T, addr string)) {
+	t.Helper()
+	t.Run("miniredis", func(t *testing.T) {
+		t.Parallel()
+		f(t, miniredis.RunT(t).Addr())
+	})
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		f(t, realAddr(t))
+	})
+}
+
 func randomPrefix() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -148,13 +147,11 @@ func record(t *scheduler.Task, token string) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-var errTimeRange = errors.New("time outside the years 0 to 9999")
-
 // appendTime appends t as time.Time.MarshalJSON writes it, without quotes.
 func appendTime(b []byte, t time.Time) ([]byte, error) {
 	out, err := t.AppendText(b)
 	if err != nil {
-		return nil, &scheduler.ValidationError{Field: "time", Reason: errTimeRange.Error()}
+		return nil, &scheduler.ValidationError{Field: "time", Reason: "time outside the years 0 to 9999"}
 	}
 	return out, nil
 }

@@ -149,14 +149,7 @@ func TestRetriedCallAppliesOnce(t *testing.T) {
 		require.Equal(t, 7, logs.FilterMessage("retried call had already applied").Len())
 		h.checkConsistent(t)
 	}
-	t.Run("miniredis", func(t *testing.T) {
-		t.Parallel()
-		run(t, newMini(t).mr.Addr())
-	})
-	t.Run("redis", func(t *testing.T) {
-		t.Parallel()
-		run(t, realAddr(t))
-	})
+	servers(t, run)
 }
 
 // clientIDs returns the IDs of the server's connections named name.
@@ -370,14 +363,7 @@ func TestRetriedTransitionBatch(t *testing.T) {
 		require.Equal(t, scheduler.StatePending, h.get(t, b.ID).State)
 		h.checkConsistent(t)
 	}
-	t.Run("miniredis", func(t *testing.T) {
-		t.Parallel()
-		run(t, newMini(t).mr.Addr())
-	})
-	t.Run("redis", func(t *testing.T) {
-		t.Parallel()
-		run(t, realAddr(t))
-	})
+	servers(t, run)
 }
 
 // Concurrent starts and finishes share script calls and each gets its own

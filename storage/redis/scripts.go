@@ -24,7 +24,8 @@ import "github.com/redis/go-redis/v9"
 const luaCore = `
 local P = ARGV[1]
 local function tkey(id) return P .. ':t:' .. id end
-local function ikey(state, q, t) return P .. ':i:' .. state .. ':' .. q .. ':' .. t end
+-- ikey is the listing index of a state and a "<queue>:<type>" combination.
+local function ikey(state, combo) return P .. ':i:' .. state .. ':' .. combo end
 local function opkey() return P .. ':op:' .. ARGV[2] end
 local function seen() return redis.call('GET', opkey()) end
 local function done(v) redis.call('SET', opkey(), v, 'PX', ARGV[3]) end
@@ -36,13 +37,19 @@ local function refuse(why)
   return {why}
 end
 local STATES = {'pending', 'scheduled', 'running', 'retrying', 'succeeded', 'dead', 'canceled'}
+local WAITING = {pending = true, scheduled = true, retrying = true}
 local TERMINAL = {succeeded = true, dead = true, canceled = true}
+-- nowMS is the server's clock in milliseconds.
+local function nowMS()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 `
 
 // luaRecord reads and writes task records.
 const luaRecord = `
-local WAITING = {pending = true, scheduled = true, retrying = true}
-local VALID = {pending = true, scheduled = true, running = true, retrying = true, succeeded = true, dead = true, canceled = true}
+local VALID = {}
+for _, st in ipairs(STATES) do VALID[st] = true end
 local HEAD = {'t', 'q', 'p', 's', 'a', 'm', 'to', 'r', 'c', 'b', 'f', 'e', 'w', 'u', 'sc', 'tk', 'ma'}
 local KNOWN = {}
 for _, k in ipairs(HEAD) do KNOWN[k] = true end
@@ -72,7 +79,7 @@ local function load(id)
     return nil, 'corrupt'
   end
   v.ct = nil
-  return {v = v, tail = tail, id = id, state = v.s, attempt = v.a, queue = v.q, type = v.t}
+  return {v = v, tail = tail, id = id, state = v.s, attempt = v.a, combo = v.q .. ':' .. v.t}
 end
 
 -- set replaces head member k of r; '' removes it.
@@ -107,8 +114,8 @@ end
 -- move changes the state of r, moving its listing index entry with it.
 local function move(r, to)
   if r.state ~= to then
-    redis.call('ZREM', ikey(r.state, r.queue, r.type), r.id)
-    redis.call('ZADD', ikey(to, r.queue, r.type), 0, r.id)
+    redis.call('ZREM', ikey(r.state, r.combo), r.id)
+    redis.call('ZADD', ikey(to, r.combo), 0, r.id)
   end
   r.state = to
   r.v.s = to
@@ -117,6 +124,16 @@ end
 -- logFinish appends r, finished at score (µs), to the finish log.
 local function logFinish(r, score)
   redis.call('RPUSH', P .. ':d', score .. ':' .. r.id)
+end
+
+-- claimLoad records this call's token and loads the record of ARGV[4].
+-- When it returns nil, the second value is the script's reply: the record
+-- as it is now for a call that already applied, else why it cannot load.
+local function claimLoad()
+  if not claim('1') then return nil, {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
+  local r, err = load(ARGV[4])
+  if not r then return nil, refuse(err) end
+  return r
 end
 
 -- release frees the unique key of r if r still holds it.
@@ -292,9 +309,8 @@ return out
 // cancelScript: ARGV[4..9] = id, reason, only unstarted (0/1), now (RFC
 // 3339), now score, cancel request TTL in ms.
 const cancelBody = `
-if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
-local r, err = load(ARGV[4])
-if not r then return refuse(err) end
+local r, reply = claimLoad()
+if not r then return reply end
 if TERMINAL[r.state] then return refuse('finished') end
 if ARGV[6] == '1' and not (r.attempt == 0 and (r.state == 'pending' or r.state == 'scheduled')) then
   return refuse('stale')
@@ -319,9 +335,8 @@ return {'ok', save(r)}
 
 // retryScript: ARGV[4..5] = id, now score.
 const retryBody = `
-if not claim('1') then return {'replay', redis.call('GET', tkey(ARGV[4])) or ''} end
-local r, err = load(ARGV[4])
-if not r then return refuse(err) end
+local r, reply = claimLoad()
+if not r then return reply end
 if r.state ~= 'dead' and r.state ~= 'canceled' then return refuse('notretryable') end
 move(r, 'pending')
 r.v.m = r.v.m + r.attempt
@@ -379,10 +394,10 @@ while pos < len and n < limit and #keep < look do
       if r and TERMINAL[r.state] then
         if not stale(id) then
           redis.call('DEL', tkey(id))
-          redis.call('ZREM', ikey(r.state, r.queue, r.type), id)
+          redis.call('ZREM', ikey(r.state, r.combo), id)
           unindex(id)
           release(r)
-          combos[r.queue .. ':' .. r.type] = true
+          combos[r.combo] = true
           n = n + 1
         end
       elseif r then
@@ -391,7 +406,7 @@ while pos < len and n < limit and #keep < look do
         redis.call('HDEL', rkey, id)
       else
         for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
-          for _, st in ipairs(STATES) do redis.call('ZREM', P .. ':i:' .. st .. ':' .. c, id) end
+          for _, st in ipairs(STATES) do redis.call('ZREM', ikey(st, c), id) end
           combos[c] = true
         end
         redis.call('DEL', tkey(id))
@@ -409,7 +424,7 @@ end
 for c in pairs(combos) do
   local empty = true
   for _, st in ipairs(STATES) do
-    if redis.call('EXISTS', P .. ':i:' .. st .. ':' .. c) == 1 then empty = false break end
+    if redis.call('EXISTS', ikey(st, c)) == 1 then empty = false break end
   end
   if empty then redis.call('SREM', P .. ':c', c) end
 end
@@ -424,8 +439,7 @@ return out
 const heartbeatBody = `
 local prev = seen()
 if prev then return {'replay', prev} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nowMS()
 local ttl = tonumber(ARGV[6])
 redis.call('SET', P .. ':w:' .. ARGV[4], ARGV[5], 'PX', ttl)
 redis.call('ZADD', P .. ':ws', now + ttl, ARGV[4])
@@ -448,8 +462,7 @@ return 1
 // workersScript replies {id, JSON, ...} for every worker whose heartbeat
 // has not expired.
 const workersBody = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nowMS()
 local out = {}
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. ':ws', '(' .. now, '+inf')) do
   local v = redis.call('GET', P .. ':w:' .. w)
@@ -486,7 +499,7 @@ for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
   local q, t = string.match(c, '^([^:]*):(.*)$')
   if q and (fq == '' or q == fq) and (ft == '' or t == ft) then
     for _, st in ipairs(states) do
-      local ids = redis.call('ZREVRANGEBYLEX', P .. ':i:' .. st .. ':' .. c, max, '-', 'LIMIT', 0, n + 1)
+      local ids = redis.call('ZREVRANGEBYLEX', ikey(st, c), max, '-', 'LIMIT', 0, n + 1)
       if #ids > 0 then
         lists[#lists + 1] = ids
         pos[#lists] = 1
@@ -528,7 +541,7 @@ const countsBody = `
 local counts = {}
 for _, c in ipairs(redis.call('SMEMBERS', P .. ':c')) do
   for _, st in ipairs(STATES) do
-    counts[st] = (counts[st] or 0) + redis.call('ZCARD', P .. ':i:' .. st .. ':' .. c)
+    counts[st] = (counts[st] or 0) + redis.call('ZCARD', ikey(st, c))
   end
 end
 local out = {}
@@ -547,7 +560,6 @@ return out
 // the payload, and no head member can contain the pattern. Idempotent by
 // nature.
 const publishedBody = `
-local WAITING = {pending = true, scheduled = true, retrying = true}
 local n = 0
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]

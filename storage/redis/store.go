@@ -425,14 +425,14 @@ func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error 
 	if len(msgs) == 0 {
 		return nil
 	}
-	args := make([]any, 0, 2*len(msgs))
+	args := make([]any, 1, 1+2*len(msgs))
+	args[0] = s.ns
 	for _, m := range msgs {
 		if err := scheduler.ValidateID(m.TaskID); err != nil {
 			return fmt.Errorf("redisstore: published: %w", err)
 		}
 		args = append(args, m.TaskID, m.Attempt)
 	}
-	args = append([]any{s.ns}, args...)
 	if err := publishedScript.Run(ctx, s.rdb, []string{s.ns + ":o"}, args...).Err(); err != nil {
 		return fmt.Errorf("redisstore: published: %w", err)
 	}
@@ -653,11 +653,12 @@ func timeString(t time.Time) (string, error) {
 	if t.IsZero() {
 		return "", nil
 	}
-	b, err := t.MarshalJSON()
+	var buf [40]byte
+	b, err := appendTime(buf[:0], t)
 	if err != nil {
-		return "", &scheduler.ValidationError{Field: "time", Reason: err.Error()}
+		return "", err
 	}
-	return string(b[1 : len(b)-1]), nil
+	return string(b), nil
 }
 
 // stored returns s as it reads back from a JSON record: JSON encoding

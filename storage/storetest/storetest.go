@@ -473,12 +473,7 @@ func outboxIDs(t *testing.T, s scheduler.Store, before time.Time) []string {
 	t.Helper()
 	out, err := s.Outbox(ctxFor(t), before, 1000)
 	require.NoError(t, err)
-	var ids []string
-	for _, x := range out {
-		ids = append(ids, x.ID)
-	}
-	slices.Sort(ids)
-	return ids
+	return sortedIDs(out...)
 }
 
 func testHandBack(t *testing.T, s scheduler.Store) {
