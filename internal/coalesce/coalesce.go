@@ -106,23 +106,15 @@ func (g *Group[Req, Res]) takeLocked() []*call[Req, Res] {
 	return batch
 }
 
-// kick starts a batch for waiting calls if a batch slot is free.
-func (g *Group[Req, Res]) kick() {
-	g.mu.Lock()
-	if len(g.queue) == 0 || g.inFlight >= g.MaxInFlight {
-		g.mu.Unlock()
-		return
-	}
-	g.inFlight++
-	next := g.takeLocked()
-	g.mu.Unlock()
-	next[0].wake <- next
-}
-
-// runAndHandOff runs batch, then gives the next batch, if calls wait, to
-// the first of them; the batch slot passes with it.
+// runAndHandOff runs batch, then hands its slot on.
 func (g *Group[Req, Res]) runAndHandOff(batch []*call[Req, Res]) {
 	g.run(batch)
+	g.handOff()
+}
+
+// handOff gives the slot of a batch that ended to the next batch, if calls
+// wait, by handing that batch to the first of them; else frees the slot.
+func (g *Group[Req, Res]) handOff() {
 	g.mu.Lock()
 	if len(g.queue) == 0 {
 		g.inFlight--
@@ -152,10 +144,7 @@ func (g *Group[Req, Res]) run(batch []*call[Req, Res]) {
 					c.err = fmt.Errorf("coalesce: batch panicked: %v", v)
 					c.done()
 				}
-				g.mu.Lock()
-				g.inFlight--
-				g.mu.Unlock()
-				g.kick()
+				g.handOff()
 				panic(v)
 			}
 		}()
