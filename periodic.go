@@ -600,9 +600,9 @@ func (s *Scheduler) submitTicks(ctx context.Context, due []*firing, now time.Tim
 		}
 		return nil
 	}
+	s.confirmed(msgs...)
 	out := make([]*Task, len(created))
 	for i, f := range created {
-		s.confirmed(msgs[i])
 		s.log.Debug("periodic tick submitted", zap.String("schedule", f.e.name), zap.Time("tick", f.tick), zap.String("task_id", f.task.ID))
 		out[i] = f.task
 	}

@@ -257,7 +257,7 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 			s.emit(Event{Kind: EventSubmitted, Task: tasks[i], Time: now})
 		}
 	}
-	s.confirmedAll(sent)
+	s.confirmed(sent...)
 	return res, nil
 }
 
@@ -294,27 +294,23 @@ func (s *Scheduler) abort(ctx context.Context, tasks []*Task, created []int, res
 	}
 }
 
-// confirmed notes that the broker confirmed m. An undelayed message's task
-// leaves the outbox (in a batch, off the caller's path); a delayed one, or
-// any one of a transient broker, stays there until its task starts, in
-// case the broker loses it.
-func (s *Scheduler) confirmed(m Message) {
-	if m.Delay == 0 && !s.transient {
-		s.published.add([]Message{m})
-	}
-}
-
-// confirmedAll is confirmed for every message of msgs, handing them to the
-// batcher at once.
-func (s *Scheduler) confirmedAll(msgs []Message) {
+// confirmed notes that the broker confirmed msgs. The tasks of undelayed
+// messages leave the outbox (in a batch, off the caller's path); a delayed
+// message's task, or any task of a transient broker, stays there until it
+// starts, in case the broker loses the message.
+func (s *Scheduler) confirmed(msgs ...Message) {
 	if s.transient {
 		return
 	}
-	undelayed := make([]Message, 0, len(msgs))
+	var undelayed []Message // allocated only if a message is undelayed
 	for _, m := range msgs {
-		if m.Delay == 0 {
-			undelayed = append(undelayed, m)
+		if m.Delay != 0 {
+			continue
 		}
+		if undelayed == nil {
+			undelayed = make([]Message, 0, len(msgs))
+		}
+		undelayed = append(undelayed, m)
 	}
 	if len(undelayed) > 0 {
 		s.published.add(undelayed)
