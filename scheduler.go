@@ -230,8 +230,8 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 		res[i] = SubmitResult{ID: t.ID, Err: errs[i]}
 		if errs[i] == nil {
 			created = append(created, i)
-		} else if id, ok := duplicateOf(errs[i]); ok {
-			res[i].ID = id
+		} else if dup := errorAs[*DuplicateError](errs[i]); dup != nil {
+			res[i].ID = dup.ExistingID
 		}
 	}
 	if len(created) == 0 {
@@ -259,16 +259,6 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 	}
 	s.confirmed(sent...)
 	return res, nil
-}
-
-// duplicateOf returns the ID of the task holding the place of a task whose
-// Create failed with err, if err is a *DuplicateError.
-func duplicateOf(err error) (string, bool) {
-	var dup *DuplicateError
-	if errors.As(err, &dup) {
-		return dup.ExistingID, true
-	}
-	return "", false
 }
 
 // abort cancels the created tasks whose publish failed and records the

@@ -478,8 +478,7 @@ func errorAs[T error](err error) T {
 
 // errorText is the short form of a handler error kept in LastError.
 func errorText(err error) string {
-	var p *PanicError
-	if errors.As(err, &p) {
+	if p := errorAs[*PanicError](err); p != nil {
 		return p.Error()
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
