@@ -410,27 +410,22 @@ func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	type entry struct {
-		t  *scheduler.Task
-		at time.Time
-	}
-	var due []entry
+	var due []*scheduler.Task
 	s.lockAll()
 	for i := range s.shards {
-		sh := &s.shards[i]
-		for _, e := range sh.outbox {
+		for _, e := range s.shards[i].outbox {
 			if e.live() && e.r.task.RunAt.Before(before) {
-				due = append(due, entry{&e.r.task, e.r.task.RunAt})
+				due = append(due, &e.r.task)
 			}
 		}
 	}
-	slices.SortFunc(due, func(a, b entry) int { return a.at.Compare(b.at) })
+	slices.SortFunc(due, func(a, b *scheduler.Task) int { return a.RunAt.Compare(b.RunAt) })
 	var out []*scheduler.Task
-	for _, e := range due {
+	for _, t := range due {
 		if len(out) == limit {
 			break
 		}
-		out = append(out, e.t.Clone())
+		out = append(out, t.Clone())
 	}
 	s.unlockAll()
 	return out, nil
