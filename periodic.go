@@ -609,8 +609,8 @@ func (s *Scheduler) submitTicks(ctx context.Context, due []*firing, now time.Tim
 // latest tick older than the catch-up window (newer ones the round
 // submits), if its task is still stored.
 func (s *Scheduler) lookUpLast(ctx context.Context, es []*schedule) {
+	ps := &s.periodic
 	for _, e := range es {
-		ps := &s.periodic
 		ps.mu.Lock()
 		cursor := e.cursor
 		ps.mu.Unlock()
