@@ -111,11 +111,7 @@ func (sh *shard) dequeue(r *record) {
 // numStates is the number of task states (scheduler.States).
 const numStates = 7
 
-// stateOrder lists the states by stateIndex.
-var stateOrder = [numStates]scheduler.State{scheduler.StatePending, scheduler.StateScheduled, scheduler.StateRunning,
-	scheduler.StateRetrying, scheduler.StateSucceeded, scheduler.StateDead, scheduler.StateCanceled}
-
-// stateIndex is st's index in stateOrder: a cheap key for counts.
+// stateIndex is st's index in scheduler.States: a cheap key for counts.
 func stateIndex(st scheduler.State) int {
 	switch st {
 	case scheduler.StatePending:
@@ -499,7 +495,7 @@ func (s *Store) Counts(ctx context.Context) (map[scheduler.State]int64, error) {
 	out := make(map[scheduler.State]int64, len(counts))
 	for i, n := range counts {
 		if n != 0 {
-			out[stateOrder[i]] = n
+			out[scheduler.States[i]] = n
 		}
 	}
 	return out, nil
