@@ -143,29 +143,16 @@ func (d *doneCounter) report(b *testing.B, elapsed time.Duration) {
 // its observer, and a warmed-up path: the first tasks open connections,
 // declare queues and load scripts, which is not what is measured.
 func setup(b *testing.B, be backend, concurrency, want int) (*scheduler.Scheduler, *doneCounter) {
-	br, st := be.new(b)
 	warm := 0
 	if concurrency > 0 {
 		warm = 2 * concurrency
 	}
-	dc := newDoneCounter(warm + want)
-	sched, err := scheduler.New(br, st, scheduler.WithObserver(dc), scheduler.WithRetention(0))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = sched.Close() })
+	sched, dc := newBenchScheduler(b, be, warm+want)
 	if concurrency == 0 {
 		return sched, dc
 	}
-	w, err := sched.NewWorker(scheduler.WithConcurrency(concurrency))
-	if err != nil {
-		b.Fatal(err)
-	}
-	w.Handle("noop", func(context.Context, *scheduler.Task) error { return nil })
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { _ = w.Run(ctx); close(stopped) }()
-	b.Cleanup(func() { cancel(); <-stopped })
+	runNoop(b, sched, concurrency)
+	ctx := context.Background()
 	for range warm {
 		if _, err := sched.Submit(ctx, "noop", nil); err != nil {
 			b.Fatal(err)
@@ -177,6 +164,33 @@ func setup(b *testing.B, be backend, concurrency, want int) (*scheduler.Schedule
 	dc.start = latencies{}
 	dc.lat = latencies{}
 	return sched, dc
+}
+
+// newBenchScheduler returns a Scheduler on fresh backends of be, closed
+// when the benchmark ends, and its observer, which waits for want tasks.
+func newBenchScheduler(b *testing.B, be backend, want int) (*scheduler.Scheduler, *doneCounter) {
+	br, st := be.new(b)
+	dc := newDoneCounter(want)
+	sched, err := scheduler.New(br, st, scheduler.WithObserver(dc), scheduler.WithRetention(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sched.Close() })
+	return sched, dc
+}
+
+// runNoop runs a worker of sched with the given concurrency and a no-op
+// handler until the benchmark ends.
+func runNoop(b *testing.B, sched *scheduler.Scheduler, concurrency int) {
+	w, err := sched.NewWorker(scheduler.WithConcurrency(concurrency))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.Handle("noop", func(context.Context, *scheduler.Task) error { return nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(stopped) }()
+	b.Cleanup(func() { cancel(); <-stopped })
 }
 
 // submitters is the number of goroutines submitting in the end-to-end
@@ -367,13 +381,7 @@ func BenchmarkDrainMemory(b *testing.B) { benchDrain(b, memoryBackend()) }
 func BenchmarkDrainDurable(b *testing.B) { benchDrain(b, durableBackend()) }
 
 func benchDrain(b *testing.B, be backend) {
-	br, st := be.new(b)
-	dc := newDoneCounter(b.N)
-	sched, err := scheduler.New(br, st, scheduler.WithObserver(dc), scheduler.WithRetention(0))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sched.Close()
+	sched, dc := newBenchScheduler(b, be, b.N)
 	ctx := context.Background()
 	reqs := make([]scheduler.Request, 500)
 	for i := range reqs {
@@ -384,20 +392,11 @@ func benchDrain(b *testing.B, be backend) {
 			b.Fatal(err)
 		}
 	}
-	w, err := sched.NewWorker(scheduler.WithConcurrency(64))
-	if err != nil {
-		b.Fatal(err)
-	}
-	w.Handle("noop", func(context.Context, *scheduler.Task) error { return nil })
-	wctx, cancel := context.WithCancel(ctx)
-	stopped := make(chan struct{})
 	b.ResetTimer()
 	start := time.Now()
-	go func() { _ = w.Run(wctx); close(stopped) }()
+	runNoop(b, sched, 64)
 	dc.wait(b)
 	elapsed := time.Since(start)
 	b.StopTimer()
-	cancel()
-	<-stopped
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "tasks/s")
 }

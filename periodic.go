@@ -249,8 +249,7 @@ func (s *Scheduler) newSchedule(p Periodic) (*schedule, *ScheduleError) {
 	now := s.now()
 	tm, loc, err := parseTiming(p.Spec, p.Every, p.Location, now)
 	if err != nil {
-		var se *ScheduleError
-		if errors.As(err, &se) {
+		if se := errorAs[*ScheduleError](err); se != nil {
 			return nil, se
 		}
 		return nil, scheduleErr("spec", err.Error(), err)
@@ -276,8 +275,7 @@ func (s *Scheduler) newSchedule(p Periodic) (*schedule, *ScheduleError) {
 		return nil, scheduleErr("options", "WithDelay and WithRunAt: a periodic task runs at its tick; change the schedule instead", nil)
 	}
 	if _, err := s.newTask(p.Type, p.Payload, p.Options, now); err != nil {
-		var ve *ValidationError
-		if errors.As(err, &ve) {
+		if ve := errorAs[*ValidationError](err); ve != nil {
 			return nil, scheduleErr(ve.Field, ve.Reason, err)
 		}
 		return nil, scheduleErr("options", err.Error(), err)
@@ -294,8 +292,7 @@ func (s *Scheduler) newSchedule(p Periodic) (*schedule, *ScheduleError) {
 }
 
 func reasonOf(err error) string {
-	var ve *ValidationError
-	if errors.As(err, &ve) {
+	if ve := errorAs[*ValidationError](err); ve != nil {
 		return ve.Reason
 	}
 	return err.Error()
@@ -571,12 +568,11 @@ func (s *Scheduler) submitTicks(ctx context.Context, due []*firing, now time.Tim
 	}
 	var created []*firing
 	for i, f := range pending {
-		var dup *DuplicateError
-		switch {
+		switch dup := errorAs[*DuplicateError](errs[i]); {
 		case errs[i] == nil:
 			f.out = TickFired
 			created = append(created, f)
-		case errors.As(errs[i], &dup) && dup.ExistingID == f.task.ID:
+		case dup != nil && dup.ExistingID == f.task.ID:
 			f.out = TickTaken
 		default:
 			f.out, f.err = TickFailed, errs[i]
@@ -600,9 +596,9 @@ func (s *Scheduler) submitTicks(ctx context.Context, due []*firing, now time.Tim
 		}
 		return nil
 	}
+	s.confirmed(msgs...)
 	out := make([]*Task, len(created))
 	for i, f := range created {
-		s.confirmed(msgs[i])
 		s.log.Debug("periodic tick submitted", zap.String("schedule", f.e.name), zap.Time("tick", f.tick), zap.String("task_id", f.task.ID))
 		out[i] = f.task
 	}
@@ -613,8 +609,8 @@ func (s *Scheduler) submitTicks(ctx context.Context, due []*firing, now time.Tim
 // latest tick older than the catch-up window (newer ones the round
 // submits), if its task is still stored.
 func (s *Scheduler) lookUpLast(ctx context.Context, es []*schedule) {
+	ps := &s.periodic
 	for _, e := range es {
-		ps := &s.periodic
 		ps.mu.Lock()
 		cursor := e.cursor
 		ps.mu.Unlock()

@@ -48,6 +48,19 @@ func newCluster(t *testing.T, start time.Time) *cluster {
 	return &cluster{clk: clock.NewFake(start), store: s, mem: s, broker: b}
 }
 
+// startNode adds a node, registers defs on it, starts its loop and waits
+// until every loop is idle.
+func (c *cluster) startNode(t *testing.T, defs ...scheduler.Periodic) *node {
+	t.Helper()
+	n := c.addNode(t)
+	for _, p := range defs {
+		n.register(t, p)
+	}
+	n.start(t)
+	c.settle(t)
+	return n
+}
+
 // addNode adds a Scheduler on the cluster's backends and clock.
 func (c *cluster) addNode(t *testing.T, opts ...scheduler.Option) *node {
 	t.Helper()
@@ -325,10 +338,7 @@ func TestPeriodicSkipsTicksMissedWhileNoNodeRan(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, utc(10, 2, 0))
 	def := scheduler.Periodic{Name: "five", Spec: "*/5 * * * *", Type: "job"} // default catch-up: one minute
-	a := c.addNode(t)
-	a.register(t, def)
-	a.start(t)
-	c.settle(t)
+	a := c.startNode(t, def)
 	require.Empty(t, c.tasks(t), "10:00 is two minutes old at start: skipped")
 	c.step(t)
 	requireTimes(t, []time.Time{utc(10, 5, 0)}, c.ticksOf(t, "five"))
@@ -336,10 +346,7 @@ func TestPeriodicSkipsTicksMissedWhileNoNodeRan(t *testing.T) {
 	// The only node stops; a new process starts 26 minutes later.
 	a.halt(t)
 	c.clk.Set(utc(10, 31, 30))
-	b := c.addNode(t)
-	b.register(t, def)
-	b.start(t)
-	c.settle(t)
+	b := c.startNode(t, def)
 	requireTimes(t, []time.Time{utc(10, 5, 0)}, c.ticksOf(t, "five")) // 10:10 to 10:30 are skipped
 	c.step(t)
 	requireTimes(t, []time.Time{utc(10, 5, 0), utc(10, 35, 0)}, c.ticksOf(t, "five"))
@@ -347,10 +354,7 @@ func TestPeriodicSkipsTicksMissedWhileNoNodeRan(t *testing.T) {
 	// A restart just after a tick (a rolling deploy) does not lose it.
 	b.halt(t)
 	c.clk.Set(utc(10, 40, 40))
-	d := c.addNode(t)
-	d.register(t, def)
-	d.start(t)
-	c.settle(t)
+	c.startNode(t, def)
 	requireTimes(t, []time.Time{utc(10, 5, 0), utc(10, 35, 0), utc(10, 40, 0)}, c.ticksOf(t, "five"))
 }
 
@@ -358,26 +362,17 @@ func TestPeriodicRunsTheLatestMissedTickOnce(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, utc(10, 2, 0))
 	def := scheduler.Periodic{Name: "five", Spec: "*/5 * * * *", Type: "job", CatchUp: time.Hour}
-	a := c.addNode(t)
-	a.register(t, def)
-	a.start(t)
-	c.settle(t)
+	a := c.startNode(t, def)
 	requireTimes(t, []time.Time{utc(10, 0, 0)}, c.ticksOf(t, "five"))
 
 	a.halt(t)
 	c.clk.Set(utc(10, 31, 30))
-	b := c.addNode(t)
-	b.register(t, def)
-	b.start(t)
-	c.settle(t)
+	b := c.startNode(t, def)
 	requireTimes(t, []time.Time{utc(10, 0, 0), utc(10, 30, 0)}, c.ticksOf(t, "five")) // not 10:05 to 10:25: never a burst
 	require.Len(t, b.rec.events(scheduler.TickFired), 1)
 
 	// Another node starting now (or b restarting) finds the tick taken.
-	e := c.addNode(t)
-	e.register(t, def)
-	e.start(t)
-	c.settle(t)
+	e := c.startNode(t, def)
 	requireTimes(t, []time.Time{utc(10, 0, 0), utc(10, 30, 0)}, c.ticksOf(t, "five"))
 	taken := e.rec.events(scheduler.TickTaken)
 	require.Len(t, taken, 1)
@@ -388,10 +383,7 @@ func TestPeriodicRunsTheLatestMissedTickOnce(t *testing.T) {
 func TestPeriodicLoopThatFallsBehind(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, utc(10, 2, 0))
-	n := c.addNode(t)
-	n.register(t, scheduler.Periodic{Name: "five", Spec: "*/5 * * * *", Type: "job"})
-	n.start(t)
-	c.settle(t)
+	n := c.startNode(t, scheduler.Periodic{Name: "five", Spec: "*/5 * * * *", Type: "job"})
 
 	// The process is paused from 10:02 to 11:00:30: only 11:00 runs.
 	c.setClock(t, utc(11, 0, 30))
@@ -521,10 +513,7 @@ func TestRegisterPeriodicRejectsInvalid(t *testing.T) {
 func TestPeriodicRegisterAndUnregisterWhileRunning(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, utc(10, 0, 5))
-	n := c.addNode(t)
-	n.register(t, scheduler.Periodic{Name: "a", Every: 10 * time.Second, Type: "job"})
-	n.start(t)
-	c.settle(t)
+	n := c.startNode(t, scheduler.Periodic{Name: "a", Every: 10 * time.Second, Type: "job"})
 	c.step(t)
 	requireTimes(t, []time.Time{utc(10, 0, 0), utc(10, 0, 10)}, c.ticksOf(t, "a"))
 
@@ -672,10 +661,7 @@ func TestPeriodicRetriesAStoreFailureWhileCatchUpAllows(t *testing.T) {
 	fs := &flakyStore{Store: c.store}
 	fs.failing.Store(true)
 	c.store = fs
-	n := c.addNode(t)
-	n.register(t, scheduler.Periodic{Name: "five", Spec: "*/5 * * * *", Type: "job"})
-	n.start(t)
-	c.settle(t)
+	n := c.startNode(t, scheduler.Periodic{Name: "five", Spec: "*/5 * * * *", Type: "job"})
 	require.Equal(t, utc(10, 0, 6), c.step(t), "retried after a second")
 	require.Equal(t, utc(10, 0, 8), c.step(t), "then after two")
 	failed := n.rec.events(scheduler.TickFailed)
@@ -722,11 +708,7 @@ func TestSchedulesListsNextAndLast(t *testing.T) {
 	// A node started later finds the last tick in the store.
 	a.halt(t)
 	c.clk.Set(utc(10, 1, 45))
-	b := c.addNode(t)
-	b.register(t, def)
-	b.register(t, scheduler.Periodic{Name: "daily", Every: 24 * time.Hour, Type: "job", CatchUp: time.Hour})
-	b.start(t)
-	c.settle(t)
+	b := c.startNode(t, def, scheduler.Periodic{Name: "daily", Every: 24 * time.Hour, Type: "job", CatchUp: time.Hour})
 	infos := b.sched.Schedules()
 	require.Len(t, infos, 2)
 	require.Equal(t, "daily", infos[0].Name, "sorted by name")

@@ -230,8 +230,8 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 		res[i] = SubmitResult{ID: t.ID, Err: errs[i]}
 		if errs[i] == nil {
 			created = append(created, i)
-		} else if id, ok := duplicateOf(errs[i]); ok {
-			res[i].ID = id
+		} else if dup := errorAs[*DuplicateError](errs[i]); dup != nil {
+			res[i].ID = dup.ExistingID
 		}
 	}
 	if len(created) == 0 {
@@ -257,18 +257,8 @@ func (s *Scheduler) submit(ctx context.Context, tasks []*Task) ([]SubmitResult, 
 			s.emit(Event{Kind: EventSubmitted, Task: tasks[i], Time: now})
 		}
 	}
-	s.confirmedAll(sent)
+	s.confirmed(sent...)
 	return res, nil
-}
-
-// duplicateOf returns the ID of the task holding the place of a task whose
-// Create failed with err, if err is a *DuplicateError.
-func duplicateOf(err error) (string, bool) {
-	var dup *DuplicateError
-	if errors.As(err, &dup) {
-		return dup.ExistingID, true
-	}
-	return "", false
 }
 
 // abort cancels the created tasks whose publish failed and records the
@@ -294,27 +284,23 @@ func (s *Scheduler) abort(ctx context.Context, tasks []*Task, created []int, res
 	}
 }
 
-// confirmed notes that the broker confirmed m. An undelayed message's task
-// leaves the outbox (in a batch, off the caller's path); a delayed one, or
-// any one of a transient broker, stays there until its task starts, in
-// case the broker loses it.
-func (s *Scheduler) confirmed(m Message) {
-	if m.Delay == 0 && !s.transient {
-		s.published.add([]Message{m})
-	}
-}
-
-// confirmedAll is confirmed for every message of msgs, handing them to the
-// batcher at once.
-func (s *Scheduler) confirmedAll(msgs []Message) {
+// confirmed notes that the broker confirmed msgs. The tasks of undelayed
+// messages leave the outbox (in a batch, off the caller's path); a delayed
+// message's task, or any task of a transient broker, stays there until it
+// starts, in case the broker loses the message.
+func (s *Scheduler) confirmed(msgs ...Message) {
 	if s.transient {
 		return
 	}
-	undelayed := make([]Message, 0, len(msgs))
+	var undelayed []Message // allocated only if a message is undelayed
 	for _, m := range msgs {
-		if m.Delay == 0 {
-			undelayed = append(undelayed, m)
+		if m.Delay != 0 {
+			continue
 		}
+		if undelayed == nil {
+			undelayed = make([]Message, 0, len(msgs))
+		}
+		undelayed = append(undelayed, m)
 	}
 	if len(undelayed) > 0 {
 		s.published.add(undelayed)

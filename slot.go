@@ -17,7 +17,6 @@ import (
 type slot struct {
 	w     *Worker
 	leave func() // marks the slot done in Run's WaitGroup (once)
-	stop  func() bool
 
 	mu    sync.Mutex
 	state slotState
@@ -40,10 +39,10 @@ const (
 func (w *Worker) newSlot(hard context.Context, wg *sync.WaitGroup) *slot {
 	wg.Add(1)
 	sl := &slot{w: w}
-	sl.stop = context.AfterFunc(hard, sl.rescue)
+	stop := context.AfterFunc(hard, sl.rescue)
 	done := sync.OnceFunc(wg.Done)
 	sl.leave = func() {
-		sl.stop()
+		stop()
 		done()
 	}
 	return sl
@@ -60,9 +59,7 @@ func (sl *slot) rescue() {
 	sl.state = slotAbandoned
 	t, d, log, start := sl.t, sl.d, sl.log, sl.start
 	sl.mu.Unlock()
-	w := sl.w
-	w.handBack(t, d, &log)
-	w.s.emit(Event{Kind: EventAborted, Task: t, Duration: w.s.now().Sub(start), WorkerID: w.cfg.id, Time: w.s.now()})
+	sl.w.handBack(t, d, &log, start)
 	sl.leave()
 }
 

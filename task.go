@@ -3,6 +3,7 @@ package scheduler
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dtsched/scheduler/internal/jsonbytes"
@@ -260,18 +261,7 @@ func validateName(field, s string, max int, extra string) error {
 		return invalid(field, fmt.Sprintf("longer than %d bytes", max))
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if alnum[c] {
-			continue
-		}
-		ok := false
-		for j := 0; j < len(extra); j++ {
-			if c == extra[j] {
-				ok = true
-				break
-			}
-		}
-		if !ok {
+		if c := s[i]; !alnum[c] && strings.IndexByte(extra, c) < 0 {
 			return invalid(field, fmt.Sprintf("character %q not allowed (letters, digits and %s)", c, extra))
 		}
 	}
@@ -336,14 +326,13 @@ func (t Task) MarshalJSON() ([]byte, error) {
 		ID: t.ID, Type: t.Type, Queue: t.Queue, Priority: t.Priority, State: t.State,
 		Attempt: t.Attempt, MaxRetries: t.MaxRetries, RunAt: t.RunAt, CreatedAt: t.CreatedAt,
 		StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, LastError: t.LastError,
-		WorkerID: t.WorkerID, UniqueKey: t.UniqueKey,
+		WorkerID: t.WorkerID, UniqueKey: t.UniqueKey, Schedule: t.Schedule, Tick: t.Tick,
 	}
 	if t.Timeout != 0 {
 		j.Timeout = t.Timeout.String()
 	}
 	j.Payload, j.PayloadBase64 = splitBytes(t.Payload)
 	j.Result, j.ResultBase64 = splitBytes(t.Result)
-	j.Schedule, j.Tick = t.Schedule, t.Tick
 	return json.Marshal(j)
 }
 
@@ -366,10 +355,10 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 		Attempt: j.Attempt, MaxRetries: j.MaxRetries, Timeout: timeout, RunAt: j.RunAt,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 		LastError: j.LastError, WorkerID: j.WorkerID, UniqueKey: j.UniqueKey,
+		Schedule: j.Schedule, Tick: j.Tick,
 		Payload: joinBytes(j.Payload, j.PayloadBase64),
 		Result:  joinBytes(j.Result, j.ResultBase64),
 	}
-	t.Schedule, t.Tick = j.Schedule, j.Tick
 	return nil
 }
 

@@ -315,8 +315,7 @@ func (w *Worker) process(hard context.Context, d Delivery, sl *slot) {
 		return // handed back by the slot's rescue
 	}
 	if handedBack {
-		w.handBack(t, d, log)
-		w.s.emit(Event{Kind: EventAborted, Task: t, Duration: w.s.now().Sub(start), WorkerID: w.cfg.id, Time: w.s.now()})
+		w.handBack(t, d, log, start)
 		return
 	}
 	w.finish(hard, t, d, herr, w.s.now().Sub(start), log)
@@ -377,8 +376,9 @@ func (w *Worker) cancelTask(id string) {
 	}
 }
 
-// handBack returns an unfinished task to its queue when the worker stops.
-func (w *Worker) handBack(t *Task, d Delivery, log *taskLogger) {
+// handBack returns an unfinished task, started at start, to its queue when
+// the worker stops, and reports the attempt aborted.
+func (w *Worker) handBack(t *Task, d Delivery, log *taskLogger, start time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := w.s.store.Finish(ctx, t.ID, FinishParams{Attempt: t.Attempt, State: StatePending, Now: w.s.now()}); err != nil {
@@ -386,6 +386,8 @@ func (w *Worker) handBack(t *Task, d Delivery, log *taskLogger) {
 	}
 	log.log(zap.InfoLevel, "task handed back for redelivery")
 	w.settle(d, log, d.Requeue)
+	now := w.s.now()
+	w.s.emit(Event{Kind: EventAborted, Task: t, Duration: now.Sub(start), WorkerID: w.cfg.id, Time: now})
 }
 
 // finish stores the outcome of an attempt, publishes its next attempt if
@@ -476,8 +478,7 @@ func errorAs[T error](err error) T {
 
 // errorText is the short form of a handler error kept in LastError.
 func errorText(err error) string {
-	var p *PanicError
-	if errors.As(err, &p) {
+	if p := errorAs[*PanicError](err); p != nil {
 		return p.Error()
 	}
 	if errors.Is(err, context.DeadlineExceeded) {

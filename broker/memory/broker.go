@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -52,8 +53,8 @@ func New() *Broker {
 	}
 }
 
-// queue is one priority queue. Its mutex guards the heap and the state of
-// its consumers; cond wakes consumers when a message is ready or a prefetch
+// queue is one priority queue. Its mutex guards the ready set and the
+// state of its consumers; cond wakes consumers when a message is ready or a prefetch
 // slot frees.
 type queue struct {
 	mu     sync.Mutex
@@ -140,7 +141,7 @@ func (b *Broker) queue(name string) (*queue, error) {
 	return q, nil
 }
 
-// push makes msg ready in q. A requeued message keeps its sequence number,
+// push makes it ready in q. A requeued message keeps its sequence number,
 // so it goes back to where it was.
 func (q *queue) push(it item) {
 	q.mu.Lock()
@@ -309,10 +310,7 @@ func (b *Broker) Close() error {
 		t.Stop()
 	}
 	clear(b.timers)
-	consumers := make([]*consumer, 0, len(b.consumers))
-	for c := range b.consumers {
-		consumers = append(consumers, c)
-	}
+	consumers := slices.Collect(maps.Keys(b.consumers))
 	queues := b.queues
 	b.mu.Unlock()
 	for _, c := range consumers {
@@ -386,16 +384,15 @@ func (c *consumer) close() bool {
 		q := c.q
 		q.mu.Lock()
 		c.closed = true
-		var back []item
-		for d := range c.unsettled {
-			back = append(back, d.item)
+		if !q.closed {
+			for d := range c.unsettled {
+				it := d.item
+				it.redelivered = true
+				q.ready.push(it) // keeps its sequence number: back to its place
+			}
 		}
 		clear(c.unsettled)
 		q.mu.Unlock()
-		for _, it := range back {
-			it.redelivered = true
-			q.push(it)
-		}
 		close(c.stop)
 		q.cond.Broadcast()
 		<-c.done

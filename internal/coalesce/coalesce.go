@@ -62,32 +62,37 @@ func (g *Group[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	c.wake = make(chan []*call[Req, Res], 1)
 	g.queue = append(g.queue, c)
 	g.mu.Unlock()
+	var batch []*call[Req, Res]
 	select {
-	case batch := <-c.wake:
-		if batch != nil {
-			g.runAndHandOff(batch)
-		}
-		return c.res, c.err
+	case batch = <-c.wake:
 	case <-ctx.Done():
-	}
-	g.mu.Lock()
-	if !c.taken {
-		for i, q := range g.queue {
-			if q == c {
-				g.queue = append(g.queue[:i], g.queue[i+1:]...)
-				break
-			}
+		if g.withdraw(c) {
+			var zero Res
+			return zero, ctx.Err()
 		}
-		g.mu.Unlock()
-		var zero Res
-		return zero, ctx.Err()
+		batch = <-c.wake // taken meanwhile: the batch runs, maybe by this call
 	}
-	g.mu.Unlock()
-	// Taken meanwhile: the batch runs, maybe by this call.
-	if batch := <-c.wake; batch != nil {
+	if batch != nil {
 		g.runAndHandOff(batch)
 	}
 	return c.res, c.err
+}
+
+// withdraw takes c out of the queue unless a batch took it already, and
+// reports whether it did.
+func (g *Group[Req, Res]) withdraw(c *call[Req, Res]) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c.taken {
+		return false
+	}
+	for i, q := range g.queue {
+		if q == c {
+			g.queue = append(g.queue[:i], g.queue[i+1:]...)
+			break
+		}
+	}
+	return true
 }
 
 // takeLocked removes the next batch from the queue.
@@ -106,23 +111,15 @@ func (g *Group[Req, Res]) takeLocked() []*call[Req, Res] {
 	return batch
 }
 
-// kick starts a batch for waiting calls if a batch slot is free.
-func (g *Group[Req, Res]) kick() {
-	g.mu.Lock()
-	if len(g.queue) == 0 || g.inFlight >= g.MaxInFlight {
-		g.mu.Unlock()
-		return
-	}
-	g.inFlight++
-	next := g.takeLocked()
-	g.mu.Unlock()
-	next[0].wake <- next
-}
-
-// runAndHandOff runs batch, then gives the next batch, if calls wait, to
-// the first of them; the batch slot passes with it.
+// runAndHandOff runs batch, then hands its slot on.
 func (g *Group[Req, Res]) runAndHandOff(batch []*call[Req, Res]) {
 	g.run(batch)
+	g.handOff()
+}
+
+// handOff gives the slot of a batch that ended to the next batch, if calls
+// wait, by handing that batch to the first of them; else frees the slot.
+func (g *Group[Req, Res]) handOff() {
 	g.mu.Lock()
 	if len(g.queue) == 0 {
 		g.inFlight--
@@ -152,10 +149,7 @@ func (g *Group[Req, Res]) run(batch []*call[Req, Res]) {
 					c.err = fmt.Errorf("coalesce: batch panicked: %v", v)
 					c.done()
 				}
-				g.mu.Lock()
-				g.inFlight--
-				g.mu.Unlock()
-				g.kick()
+				g.handOff()
 				panic(v)
 			}
 		}()

@@ -1,6 +1,10 @@
 package jsonbytes
 
-import "testing"
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+)
 
 func TestEmbeddable(t *testing.T) {
 	for in, want := range map[string]bool{
@@ -18,6 +22,23 @@ func TestEmbeddable(t *testing.T) {
 	} {
 		if got := Embeddable([]byte(in)); got != want {
 			t.Errorf("Embeddable(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// compact agrees with json.Compact on valid JSON, strings with escaped
+// quotes and backslashes included.
+func TestCompactAgreesWithJSONCompact(t *testing.T) {
+	for _, in := range []string{
+		`{"a":1}`, `{"a": 1}`, "{\"a\":\n1}", "[1,\t2]", "[1,\r2]", `"a b"`, `" "`,
+		`{"a\"":" x"}`, `{"a\\":1}`, `{"a\\": 1}`, `["\\\"", 1]`, `["\\\"",1]`, `"\u0020"`, `12`,
+	} {
+		var c bytes.Buffer
+		if err := json.Compact(&c, []byte(in)); err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if got, want := compact([]byte(in)), c.String() == in; got != want {
+			t.Errorf("compact(%q) = %v, want %v", in, got, want)
 		}
 	}
 }

@@ -111,11 +111,7 @@ func (sh *shard) dequeue(r *record) {
 // numStates is the number of task states (scheduler.States).
 const numStates = 7
 
-// stateOrder lists the states by stateIndex.
-var stateOrder = [numStates]scheduler.State{scheduler.StatePending, scheduler.StateScheduled, scheduler.StateRunning,
-	scheduler.StateRetrying, scheduler.StateSucceeded, scheduler.StateDead, scheduler.StateCanceled}
-
-// stateIndex is st's index in stateOrder: a cheap key for counts.
+// stateIndex is st's index in scheduler.States: a cheap key for counts.
 func stateIndex(st scheduler.State) int {
 	switch st {
 	case scheduler.StatePending:
@@ -410,27 +406,22 @@ func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	type entry struct {
-		t  *scheduler.Task
-		at time.Time
-	}
-	var due []entry
+	var due []*scheduler.Task
 	s.lockAll()
 	for i := range s.shards {
-		sh := &s.shards[i]
-		for _, e := range sh.outbox {
+		for _, e := range s.shards[i].outbox {
 			if e.live() && e.r.task.RunAt.Before(before) {
-				due = append(due, entry{&e.r.task, e.r.task.RunAt})
+				due = append(due, &e.r.task)
 			}
 		}
 	}
-	slices.SortFunc(due, func(a, b entry) int { return a.at.Compare(b.at) })
+	slices.SortFunc(due, func(a, b *scheduler.Task) int { return a.RunAt.Compare(b.RunAt) })
 	var out []*scheduler.Task
-	for _, e := range due {
+	for _, t := range due {
 		if len(out) == limit {
 			break
 		}
-		out = append(out, e.t.Clone())
+		out = append(out, t.Clone())
 	}
 	s.unlockAll()
 	return out, nil
@@ -504,7 +495,7 @@ func (s *Store) Counts(ctx context.Context) (map[scheduler.State]int64, error) {
 	out := make(map[scheduler.State]int64, len(counts))
 	for i, n := range counts {
 		if n != 0 {
-			out[stateOrder[i]] = n
+			out[scheduler.States[i]] = n
 		}
 	}
 	return out, nil
