@@ -53,7 +53,7 @@ func startOursDurable(transient bool) func(ctx context.Context, cfg *config, rec
 		prefix := "bench-" + hex.EncodeToString(b[:])
 		opts := []rabbitmq.Option{rabbitmq.WithPrefix(prefix), rabbitmq.WithConnectionName(prefix)}
 		if transient {
-			opts = append(opts, transientOption()...)
+			opts = append(opts, rabbitmq.WithTransientMessages())
 		}
 		br, err := rabbitmq.New(ctx, []string{cfg.amqpURL}, opts...)
 		if err != nil {
@@ -153,6 +153,3 @@ func heapInUse() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
 }
-
-// transientOption is the broker option of the transient-message mode.
-func transientOption() []rabbitmq.Option { return []rabbitmq.Option{rabbitmq.WithTransientMessages()} }
