@@ -58,7 +58,6 @@ type config struct {
 	systems      string
 	cpuprofile   string
 	short        bool
-	transient    bool
 }
 
 // instance is one running system.
