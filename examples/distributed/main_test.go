@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dtsched/scheduler"
+	"github.com/dtsched/scheduler/internal/demo"
 	"github.com/dtsched/scheduler/internal/testenv"
 )
 
@@ -130,7 +131,7 @@ func TestExecLogRecordsStartEndAndPanics(t *testing.T) {
 		prev = got[i].T
 		got[i].T = time.Time{}
 	}
-	require.Equal(t, []execEvent{
+	require.Equal(t, []demo.ExecEvent{
 		{Ev: "start", ID: "a", Type: "t", Attempt: 1, Worker: "w1"},
 		{Ev: "end", ID: "a", Type: "t", Attempt: 1, Worker: "w1"},
 		{Ev: "start", ID: "b", Type: "t", Attempt: 2, Worker: "w1"},
@@ -140,15 +141,15 @@ func TestExecLogRecordsStartEndAndPanics(t *testing.T) {
 	}, got)
 }
 
-func readExecLog(t *testing.T, path string) []execEvent {
+func readExecLog(t *testing.T, path string) []demo.ExecEvent {
 	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
-	var out []execEvent
+	var out []demo.ExecEvent
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var e execEvent
+		var e demo.ExecEvent
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &e), "line %q", sc.Text())
 		out = append(out, e)
 	}
@@ -222,7 +223,7 @@ func TestBothRolesInOneProcess(t *testing.T) {
 
 	// The execution log has one start and one end per attempt the store
 	// counted, in order.
-	runs := map[string][]execEvent{}
+	runs := map[string][]demo.ExecEvent{}
 	for _, e := range readExecLog(t, execPath) {
 		runs[e.ID] = append(runs[e.ID], e)
 	}
