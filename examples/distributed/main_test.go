@@ -258,27 +258,38 @@ func TestBothRolesInOneProcess(t *testing.T) {
 	require.Contains(t, stderr.String(), `"msg":"drained"`)
 }
 
+// post submits body to url and returns the task answered with 202.
 func post(t *testing.T, url, body string) *scheduler.Task {
 	t.Helper()
 	resp, err := http.Post(url, "application/json", strings.NewReader(body))
 	require.NoError(t, err)
-	return decodeTask(t, resp, http.StatusAccepted)
+	var task scheduler.Task
+	readJSON(t, resp, http.StatusAccepted, &task)
+	return &task
 }
 
+// get returns the task answered with 200 at url.
 func get(t *testing.T, url string) *scheduler.Task {
+	t.Helper()
+	var task scheduler.Task
+	getJSON(t, url, &task)
+	return &task
+}
+
+// getJSON decodes into v the answer, 200, at url.
+func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
 	resp, err := http.Get(url)
 	require.NoError(t, err)
-	return decodeTask(t, resp, http.StatusOK)
+	readJSON(t, resp, http.StatusOK, v)
 }
 
-func decodeTask(t *testing.T, resp *http.Response, code int) *scheduler.Task {
+// readJSON checks that resp has status code and decodes its body into v.
+func readJSON(t *testing.T, resp *http.Response, code int, v any) {
 	t.Helper()
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.Equal(t, code, resp.StatusCode, "%s", b)
-	var task scheduler.Task
-	require.NoError(t, json.Unmarshal(b, &task), "%s", b)
-	return &task
+	require.NoError(t, json.Unmarshal(b, v), "%s", b)
 }
