@@ -66,33 +66,31 @@ func New(sched *scheduler.Scheduler, opts ...Option) (http.Handler, error) {
 	h := &handler{sched: sched, cfg: cfg, log: cfg.logger}
 
 	mux := http.NewServeMux()
-	route := func(path string, methods map[string]http.HandlerFunc) {
-		var allow []string
-		for m, f := range methods {
-			mux.HandleFunc(m+" "+path, f)
-			allow = append(allow, m)
-			if m == http.MethodGet {
-				allow = append(allow, http.MethodHead)
-			}
+	// route serves path with f for method only, and answers 405 with an
+	// Allow header to any other method.
+	route := func(method, path string, f http.HandlerFunc) {
+		mux.HandleFunc(method+" "+path, f)
+		allow := method
+		if method == http.MethodGet {
+			allow = "GET, HEAD"
 		}
-		slices.Sort(allow)
-		mux.HandleFunc(path, methodNotAllowed(strings.Join(allow, ", ")))
+		mux.HandleFunc(path, methodNotAllowed(allow))
 	}
-	route("/submit", map[string]http.HandlerFunc{http.MethodPost: h.submit})
-	route("/status/{id}", map[string]http.HandlerFunc{http.MethodGet: h.status})
-	route("/tasks", map[string]http.HandlerFunc{http.MethodGet: h.list})
-	route("/tasks/{id}", map[string]http.HandlerFunc{http.MethodGet: h.status})
-	route("/tasks/{id}/cancel", map[string]http.HandlerFunc{http.MethodPost: h.change(sched.Cancel, scheduler.StateCanceled)})
-	route("/tasks/{id}/retry", map[string]http.HandlerFunc{http.MethodPost: h.change(sched.Retry, scheduler.StatePending)})
-	route("/workers", map[string]http.HandlerFunc{http.MethodGet: h.workers})
-	route("/schedules", map[string]http.HandlerFunc{http.MethodGet: h.schedules})
-	route("/healthz", map[string]http.HandlerFunc{http.MethodGet: h.healthz})
+	route(http.MethodPost, "/submit", h.submit)
+	route(http.MethodGet, "/status/{id}", h.status)
+	route(http.MethodGet, "/tasks", h.list)
+	route(http.MethodGet, "/tasks/{id}", h.status)
+	route(http.MethodPost, "/tasks/{id}/cancel", h.change(sched.Cancel, scheduler.StateCanceled))
+	route(http.MethodPost, "/tasks/{id}/retry", h.change(sched.Retry, scheduler.StatePending))
+	route(http.MethodGet, "/workers", h.workers)
+	route(http.MethodGet, "/schedules", h.schedules)
+	route(http.MethodGet, "/healthz", h.healthz)
 	if cfg.gatherer != nil {
 		prom := promhttp.HandlerFor(cfg.gatherer, promhttp.HandlerOpts{
 			ErrorLog:      promLogger{h.log},
 			ErrorHandling: promhttp.ContinueOnError,
 		})
-		route("/metrics", map[string]http.HandlerFunc{http.MethodGet: prom.ServeHTTP})
+		route(http.MethodGet, "/metrics", prom.ServeHTTP)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, errorDetail{Code: CodeNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
