@@ -460,6 +460,15 @@ func (c *cluster) submit(ctx context.Context, tasks []task, parallel int) []subm
 // submitAllowingErrors is submit that returns the errors of the Submits
 // that failed instead of failing the test.
 func (c *cluster) submitAllowingErrors(ctx context.Context, tasks []task, parallel int) (ok []submitted, failed []error) {
+	return submitEach(tasks, parallel, func(tk task) (string, error) {
+		return c.sched.Submit(ctx, tk.typ, []byte(tk.payload),
+			scheduler.WithPriority(scheduler.Priority(tk.priority)), scheduler.WithMaxRetries(tk.maxRetries))
+	})
+}
+
+// submitEach submits tasks with submit from `parallel` goroutines and
+// returns those it accepted, with their IDs, and the errors of the others.
+func submitEach(tasks []task, parallel int, submit func(task) (string, error)) (ok []submitted, failed []error) {
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
@@ -468,8 +477,7 @@ func (c *cluster) submitAllowingErrors(ctx context.Context, tasks []task, parall
 	for range parallel {
 		wg.Go(func() {
 			for tk := range next {
-				id, err := c.sched.Submit(ctx, tk.typ, []byte(tk.payload),
-					scheduler.WithPriority(scheduler.Priority(tk.priority)), scheduler.WithMaxRetries(tk.maxRetries))
+				id, err := submit(tk)
 				mu.Lock()
 				if err != nil {
 					failed = append(failed, err)
