@@ -66,33 +66,31 @@ func New(sched *scheduler.Scheduler, opts ...Option) (http.Handler, error) {
 	h := &handler{sched: sched, cfg: cfg, log: cfg.logger}
 
 	mux := http.NewServeMux()
-	route := func(path string, methods map[string]http.HandlerFunc) {
-		var allow []string
-		for m, f := range methods {
-			mux.HandleFunc(m+" "+path, f)
-			allow = append(allow, m)
-			if m == http.MethodGet {
-				allow = append(allow, http.MethodHead)
-			}
+	// route serves path with f for method only, and answers 405 with an
+	// Allow header to any other method.
+	route := func(method, path string, f http.HandlerFunc) {
+		mux.HandleFunc(method+" "+path, f)
+		allow := method
+		if method == http.MethodGet {
+			allow = "GET, HEAD"
 		}
-		slices.Sort(allow)
-		mux.HandleFunc(path, methodNotAllowed(strings.Join(allow, ", ")))
+		mux.HandleFunc(path, methodNotAllowed(allow))
 	}
-	route("/submit", map[string]http.HandlerFunc{http.MethodPost: h.submit})
-	route("/status/{id}", map[string]http.HandlerFunc{http.MethodGet: h.status})
-	route("/tasks", map[string]http.HandlerFunc{http.MethodGet: h.list})
-	route("/tasks/{id}", map[string]http.HandlerFunc{http.MethodGet: h.status})
-	route("/tasks/{id}/cancel", map[string]http.HandlerFunc{http.MethodPost: h.cancel})
-	route("/tasks/{id}/retry", map[string]http.HandlerFunc{http.MethodPost: h.retry})
-	route("/workers", map[string]http.HandlerFunc{http.MethodGet: h.workers})
-	route("/schedules", map[string]http.HandlerFunc{http.MethodGet: h.schedules})
-	route("/healthz", map[string]http.HandlerFunc{http.MethodGet: h.healthz})
+	route(http.MethodPost, "/submit", h.submit)
+	route(http.MethodGet, "/status/{id}", h.status)
+	route(http.MethodGet, "/tasks", h.list)
+	route(http.MethodGet, "/tasks/{id}", h.status)
+	route(http.MethodPost, "/tasks/{id}/cancel", h.change(sched.Cancel, scheduler.StateCanceled))
+	route(http.MethodPost, "/tasks/{id}/retry", h.change(sched.Retry, scheduler.StatePending))
+	route(http.MethodGet, "/workers", h.workers)
+	route(http.MethodGet, "/schedules", h.schedules)
+	route(http.MethodGet, "/healthz", h.healthz)
 	if cfg.gatherer != nil {
 		prom := promhttp.HandlerFor(cfg.gatherer, promhttp.HandlerOpts{
 			ErrorLog:      promLogger{h.log},
 			ErrorHandling: promhttp.ContinueOnError,
 		})
-		route("/metrics", map[string]http.HandlerFunc{http.MethodGet: prom.ServeHTTP})
+		route(http.MethodGet, "/metrics", prom.ServeHTTP)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, errorDetail{Code: CodeNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
@@ -267,45 +265,36 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, t)
 }
 
-// changed answers a successful cancel or retry with the task as it is now.
-func (h *handler) changed(ctx context.Context, w http.ResponseWriter, id string, state scheduler.State) {
+// change answers POST /tasks/{id}/cancel and POST /tasks/{id}/retry: it
+// applies op, the Scheduler's Cancel or Retry, and answers with the task as
+// it is now, or with its id and state, the one op leaves it in, if the task
+// cannot be read back.
+func (h *handler) change(op func(context.Context, string) error, state scheduler.State) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, ok := h.pathID(w, r)
+		if !ok {
+			return
+		}
+		ctx, cancel := h.backend(r)
+		defer cancel()
+		if err := op(ctx, id); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		h.writeTask(ctx, w, http.StatusOK, id, map[string]string{"id": id, "state": string(state)})
+	}
+}
+
+// writeTask answers with status and the task id as it is now or, if it
+// cannot be read back (the change is made; only reading it failed), with
+// fallback.
+func (h *handler) writeTask(ctx context.Context, w http.ResponseWriter, status int, id string, fallback map[string]string) {
 	t, err := h.sched.Status(ctx, id)
 	if err != nil {
-		// The change is made; only reading it back failed.
-		writeJSON(w, http.StatusOK, map[string]string{"id": id, "state": string(state)})
+		writeJSON(w, status, fallback)
 		return
 	}
-	writeJSON(w, http.StatusOK, t)
-}
-
-// cancel answers POST /tasks/{id}/cancel.
-func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
-	id, ok := h.pathID(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := h.backend(r)
-	defer cancel()
-	if err := h.sched.Cancel(ctx, id); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	h.changed(ctx, w, id, scheduler.StateCanceled)
-}
-
-// retry answers POST /tasks/{id}/retry.
-func (h *handler) retry(w http.ResponseWriter, r *http.Request) {
-	id, ok := h.pathID(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := h.backend(r)
-	defer cancel()
-	if err := h.sched.Retry(ctx, id); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	h.changed(ctx, w, id, scheduler.StatePending)
+	writeJSON(w, status, t)
 }
 
 // listResponse is the answer of GET /tasks.

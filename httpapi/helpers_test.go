@@ -138,35 +138,45 @@ type response struct {
 	body   []byte
 }
 
+// errorJSON is the "error" member of an error answer.
+type errorJSON struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field"`
+	TaskID  string `json:"task_id"`
+}
+
+// errorBody decodes the "error" member of an answer.
+func (r response) errorBody(t *testing.T) errorJSON {
+	t.Helper()
+	var e struct {
+		Error errorJSON `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(r.body, &e), "not JSON: %s", r.body)
+	return e.Error
+}
+
 // errorCode returns the "code" of a JSON error answer, failing the test
 // if the body is not one.
 func (r response) errorCode(t *testing.T) string {
 	t.Helper()
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-			Field   string `json:"field"`
-			TaskID  string `json:"task_id"`
-		} `json:"error"`
-	}
-	require.NoError(t, json.Unmarshal(r.body, &e), "not JSON: %s", r.body)
-	require.NotEmpty(t, e.Error.Code, "no error code in %s", r.body)
-	require.NotEmpty(t, e.Error.Message, "no error message in %s", r.body)
+	e := r.errorBody(t)
+	require.NotEmpty(t, e.Code, "no error code in %s", r.body)
+	require.NotEmpty(t, e.Message, "no error message in %s", r.body)
 	require.Equal(t, "application/json", r.header.Get("Content-Type"))
-	return e.Error.Code
+	return e.Code
 }
 
 // field returns the error's "field".
 func (r response) field(t *testing.T) string {
 	t.Helper()
-	var e struct {
-		Error struct {
-			Field string `json:"field"`
-		} `json:"error"`
-	}
-	require.NoError(t, json.Unmarshal(r.body, &e))
-	return e.Error.Field
+	return r.errorBody(t).Field
+}
+
+// taskID returns the error's "task_id".
+func (r response) taskID(t *testing.T) string {
+	t.Helper()
+	return r.errorBody(t).TaskID
 }
 
 // task decodes a task answer.

@@ -107,7 +107,7 @@ func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		w.Header().Set("Location", statusURL(r, id))
-		h.writeTask(ctx, w, id, http.StatusAccepted)
+		h.writeTask(ctx, w, http.StatusAccepted, id, map[string]string{"id": id})
 	case errors.As(err, &dup):
 		if sub.idempotent {
 			h.replay(ctx, w, r, sub, dup.ExistingID)
@@ -150,17 +150,6 @@ func (h *handler) replay(ctx context.Context, w http.ResponseWriter, r *http.Req
 	}
 	w.Header().Set("Location", statusURL(r, existing))
 	writeJSON(w, http.StatusOK, t)
-}
-
-// writeTask answers with the task id as it is now, or with its id alone if
-// it cannot be read back.
-func (h *handler) writeTask(ctx context.Context, w http.ResponseWriter, id string, status int) {
-	t, err := h.sched.Status(ctx, id)
-	if err != nil {
-		writeJSON(w, status, map[string]string{"id": id})
-		return
-	}
-	writeJSON(w, status, t)
 }
 
 // statusURL returns the Location of a task's status. Under

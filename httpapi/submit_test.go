@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -313,13 +312,7 @@ func TestUniqueKeyConflict(t *testing.T) {
 	dup := post(t, e.h, `{"type":"a","unique_key":"k"}`)
 	require.Equal(t, http.StatusConflict, dup.code)
 	require.Equal(t, httpapi.CodeDuplicateTask, dup.errorCode(t))
-	var body struct {
-		Error struct {
-			TaskID string `json:"task_id"`
-		} `json:"error"`
-	}
-	require.NoError(t, json.Unmarshal(dup.body, &body))
-	require.Equal(t, first.task(t).ID, body.Error.TaskID)
+	require.Equal(t, first.task(t).ID, dup.taskID(t))
 }
 
 func TestSubmitWhenBackendDown(t *testing.T) {
@@ -337,13 +330,7 @@ func TestSubmitWhenBackendDown(t *testing.T) {
 	res = post(t, e.h, `{"type":"a"}`)
 	require.Equal(t, http.StatusServiceUnavailable, res.code)
 	require.Equal(t, httpapi.CodeBackendUnavailable, res.errorCode(t))
-	var body struct {
-		Error struct {
-			TaskID string `json:"task_id"`
-		} `json:"error"`
-	}
-	require.NoError(t, json.Unmarshal(res.body, &body))
-	got := do(t, e.h, http.MethodGet, "/status/"+body.Error.TaskID, nil)
+	got := do(t, e.h, http.MethodGet, "/status/"+res.taskID(t), nil)
 	require.Equal(t, http.StatusOK, got.code)
 	require.Equal(t, scheduler.StateCanceled, got.task(t).State)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dtsched/scheduler"
+	"github.com/dtsched/scheduler/internal/demo"
 )
 
 // execLog records every handler execution in a file of its own, apart
@@ -23,20 +24,6 @@ type execLog struct {
 	worker string
 }
 
-// execEvent is a line of the log.
-type execEvent struct {
-	Ev      string `json:"ev"` // "start" or "end"
-	ID      string `json:"id"`
-	Type    string `json:"type"`
-	Attempt int    `json:"attempt"`
-	Worker  string `json:"worker"`
-	Err     string `json:"err,omitempty"` // end only; empty on success
-	// T is when the event happened, on the writing machine's clock: a
-	// test compares it with the store's times (an end's T precedes the
-	// FinishedAt of the outcome it led to).
-	T time.Time `json:"t"`
-}
-
 // openExecLog opens (creating it if need be) the log at path.
 func openExecLog(path, worker string) (*execLog, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -48,7 +35,7 @@ func openExecLog(path, worker string) (*execLog, error) {
 
 func (l *execLog) Close() error { return l.f.Close() }
 
-func (l *execLog) write(e execEvent) {
+func (l *execLog) write(e demo.ExecEvent) {
 	e.Worker = l.worker
 	e.T = time.Now().UTC()
 	line, err := json.Marshal(e)
@@ -68,7 +55,7 @@ func (l *execLog) write(e execEvent) {
 // panic goes on to the worker, which turns it into a failed attempt.
 func (l *execLog) wrap(h scheduler.HandlerFunc) scheduler.HandlerFunc {
 	return func(ctx context.Context, t *scheduler.Task) (err error) {
-		e := execEvent{ID: t.ID, Type: t.Type, Attempt: t.Attempt}
+		e := demo.ExecEvent{ID: t.ID, Type: t.Type, Attempt: t.Attempt}
 		l.write(withEv(e, "start", ""))
 		defer func() {
 			if r := recover(); r != nil {
@@ -85,7 +72,7 @@ func (l *execLog) wrap(h scheduler.HandlerFunc) scheduler.HandlerFunc {
 	}
 }
 
-func withEv(e execEvent, ev, err string) execEvent {
+func withEv(e demo.ExecEvent, ev, err string) demo.ExecEvent {
 	e.Ev, e.Err = ev, err
 	return e
 }

@@ -198,24 +198,18 @@ func newWorker(sched *scheduler.Scheduler, cfg *config) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	handlers := map[string]scheduler.HandlerFunc{
-		demo.TypeSleep: demo.Sleep,
-		demo.TypeFlaky: demo.Flaky,
-		demo.TypePanic: demo.Panic,
-	}
 	out := &worker{Worker: w}
-	if cfg.execLog != "" {
-		l, err := openExecLog(cfg.execLog, cfg.id)
-		if err != nil {
-			return nil, err
-		}
-		out.closeLog = func() { _ = l.Close() }
-		for name, h := range handlers {
-			handlers[name] = l.wrap(h)
-		}
+	if cfg.execLog == "" {
+		demo.Register(w)
+		return out, nil
 	}
-	for name, h := range handlers {
-		w.Handle(name, h)
+	l, err := openExecLog(cfg.execLog, cfg.id)
+	if err != nil {
+		return nil, err
+	}
+	out.closeLog = func() { _ = l.Close() }
+	for typ, h := range demo.Handlers() {
+		w.Handle(typ, l.wrap(h))
 	}
 	return out, nil
 }

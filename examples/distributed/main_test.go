@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dtsched/scheduler"
+	"github.com/dtsched/scheduler/internal/demo"
 	"github.com/dtsched/scheduler/internal/testenv"
 )
 
@@ -130,7 +131,7 @@ func TestExecLogRecordsStartEndAndPanics(t *testing.T) {
 		prev = got[i].T
 		got[i].T = time.Time{}
 	}
-	require.Equal(t, []execEvent{
+	require.Equal(t, []demo.ExecEvent{
 		{Ev: "start", ID: "a", Type: "t", Attempt: 1, Worker: "w1"},
 		{Ev: "end", ID: "a", Type: "t", Attempt: 1, Worker: "w1"},
 		{Ev: "start", ID: "b", Type: "t", Attempt: 2, Worker: "w1"},
@@ -140,15 +141,15 @@ func TestExecLogRecordsStartEndAndPanics(t *testing.T) {
 	}, got)
 }
 
-func readExecLog(t *testing.T, path string) []execEvent {
+func readExecLog(t *testing.T, path string) []demo.ExecEvent {
 	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
-	var out []execEvent
+	var out []demo.ExecEvent
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var e execEvent
+		var e demo.ExecEvent
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &e), "line %q", sc.Text())
 		out = append(out, e)
 	}
@@ -222,7 +223,7 @@ func TestBothRolesInOneProcess(t *testing.T) {
 
 	// The execution log has one start and one end per attempt the store
 	// counted, in order.
-	runs := map[string][]execEvent{}
+	runs := map[string][]demo.ExecEvent{}
 	for _, e := range readExecLog(t, execPath) {
 		runs[e.ID] = append(runs[e.ID], e)
 	}
@@ -257,27 +258,38 @@ func TestBothRolesInOneProcess(t *testing.T) {
 	require.Contains(t, stderr.String(), `"msg":"drained"`)
 }
 
+// post submits body to url and returns the task answered with 202.
 func post(t *testing.T, url, body string) *scheduler.Task {
 	t.Helper()
 	resp, err := http.Post(url, "application/json", strings.NewReader(body))
 	require.NoError(t, err)
-	return decodeTask(t, resp, http.StatusAccepted)
+	var task scheduler.Task
+	readJSON(t, resp, http.StatusAccepted, &task)
+	return &task
 }
 
+// get returns the task answered with 200 at url.
 func get(t *testing.T, url string) *scheduler.Task {
+	t.Helper()
+	var task scheduler.Task
+	getJSON(t, url, &task)
+	return &task
+}
+
+// getJSON decodes into v the answer, 200, at url.
+func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
 	resp, err := http.Get(url)
 	require.NoError(t, err)
-	return decodeTask(t, resp, http.StatusOK)
+	readJSON(t, resp, http.StatusOK, v)
 }
 
-func decodeTask(t *testing.T, resp *http.Response, code int) *scheduler.Task {
+// readJSON checks that resp has status code and decodes its body into v.
+func readJSON(t *testing.T, resp *http.Response, code int, v any) {
 	t.Helper()
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.Equal(t, code, resp.StatusCode, "%s", b)
-	var task scheduler.Task
-	require.NoError(t, json.Unmarshal(b, &task), "%s", b)
-	return &task
+	require.NoError(t, json.Unmarshal(b, v), "%s", b)
 }

@@ -276,15 +276,6 @@ func bash(t *testing.T, script string) []byte {
 	return out
 }
 
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
-}
-
 // TestSecondSignalExitsAtOnce: the first SIGINT starts a drain that would
 // wait for a long task; the second ends the process at once, with status
 // 1, leaving the task to be redelivered.

@@ -23,7 +23,8 @@ func (c cpuUse) sub(o cpuUse) cpuUse {
 	return cpuUse{c.self - o.self, c.redis - o.redis, c.rabbit - o.rabbit}
 }
 
-func (c cpuUse) perTask(d time.Duration, n int) float64 {
+// perTask returns d per task of n, in microseconds.
+func perTask(d time.Duration, n int) float64 {
 	if n == 0 {
 		return 0
 	}

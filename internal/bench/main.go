@@ -58,7 +58,6 @@ type config struct {
 	systems      string
 	cpuprofile   string
 	short        bool
-	transient    bool
 }
 
 // instance is one running system.
@@ -152,52 +151,43 @@ func run(cfg *config) error {
 
 	// Throughput: every round runs every system, in a rotating order.
 	res := make(map[string][]result)
-	cpu := make(map[string][]cpuUse)
-	for r := range cfg.rounds {
-		for i := range systems {
-			s := systems[(i+r)%len(systems)]
-			out, err := throughput(ctx, cfg, s)
-			if err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
-			}
-			used := out.cpu
-			res[s.key] = append(res[s.key], out)
-			cpu[s.key] = append(cpu[s.key], used)
-			fmt.Fprintf(os.Stderr, "round %d %-40s %8.0f tasks/s  p50 %7.2f ms  p99 %7.2f ms  cpu/task µs: go %.0f redis %.0f rabbitmq %.0f\n",
-				r+1, s.name, out.rate(), out.pct(0.5), out.pct(0.99),
-				used.perTask(used.self, out.tasks), used.perTask(used.redis, out.tasks), used.perTask(used.rabbit, out.tasks))
+	err := eachRound(cfg.rounds, systems, func(r int, s system) error {
+		out, err := throughput(ctx, cfg, s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
+		res[s.key] = append(res[s.key], out)
+		fmt.Fprintf(os.Stderr, "round %d %-40s %8.0f tasks/s  p50 %7.2f ms  p99 %7.2f ms  cpu/task µs: go %.0f redis %.0f rabbitmq %.0f\n",
+			r+1, s.name, out.rate(), out.pct(0.5), out.pct(0.99),
+			perTask(out.cpu.self, out.tasks), perTask(out.cpu.redis, out.tasks), perTask(out.cpu.rabbit, out.tasks))
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	printThroughput(systems, res, cpu)
+	printThroughput(systems, res)
 
 	// Latency at a steady rate, interleaved like the throughput runs.
 	fmt.Printf("\n## Latency at a steady %d tasks/s (%s per run, submit to done, median of %d rounds)\n\n", cfg.rate, cfg.steady, cfg.steadyRounds)
 	p50s, p99s, maxs := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
-	for r := range cfg.steadyRounds {
-		for i := range systems {
-			s := systems[(i+r)%len(systems)]
-			out, err := steady(ctx, cfg, s)
-			if err != nil {
-				return fmt.Errorf("%s steady: %w", s.name, err)
-			}
-			p50s[s.key] = append(p50s[s.key], out.pct(0.5))
-			p99s[s.key] = append(p99s[s.key], out.pct(0.99))
-			maxs[s.key] = append(maxs[s.key], out.pct(1))
-			fmt.Fprintf(os.Stderr, "steady round %d %-40s p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms\n", r+1, s.name, out.pct(0.5), out.pct(0.99), out.pct(1))
+	err = eachRound(cfg.steadyRounds, systems, func(r int, s system) error {
+		out, err := steady(ctx, cfg, s)
+		if err != nil {
+			return fmt.Errorf("%s steady: %w", s.name, err)
 		}
+		p50s[s.key] = append(p50s[s.key], out.pct(0.5))
+		p99s[s.key] = append(p99s[s.key], out.pct(0.99))
+		maxs[s.key] = append(maxs[s.key], out.pct(1))
+		fmt.Fprintf(os.Stderr, "steady round %d %-40s p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms\n", r+1, s.name, out.pct(0.5), out.pct(0.99), out.pct(1))
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	fmt.Println("| system | p50 ms | p99 ms | max ms | p99 / raw p99 |")
 	fmt.Println("|---|---:|---:|---:|---:|")
 	for _, s := range systems {
-		ratio := "—"
-		if raw := p99s["raw"]; len(raw) > 0 {
-			var rs []float64
-			for i := range min(len(raw), len(p99s[s.key])) {
-				rs = append(rs, p99s[s.key][i]/raw[i])
-			}
-			ratio = fmt.Sprintf("%.2f", median(rs))
-		}
-		fmt.Printf("| %s | %.2f | %.2f | %.2f | %s |\n", s.name, median(p50s[s.key]), median(p99s[s.key]), median(maxs[s.key]), ratio)
+		fmt.Printf("| %s | %.2f | %.2f | %.2f | %s |\n", s.name, median(p50s[s.key]), median(p99s[s.key]), median(maxs[s.key]), medianRatio(p99s[s.key], p99s["raw"]))
 	}
 
 	// Memory of queued tasks.
@@ -221,38 +211,56 @@ func run(cfg *config) error {
 	return nil
 }
 
-func printThroughput(systems []system, res map[string][]result, cpu map[string][]cpuUse) {
-	ratio := func(k, base string) string {
-		a, b := res[k], res[base]
-		if len(a) == 0 || len(b) == 0 {
-			return "—"
+// eachRound runs f for every system in each of rounds rounds, the
+// systems in an order that rotates from round to round.
+func eachRound(rounds int, systems []system, f func(round int, s system) error) error {
+	for r := range rounds {
+		for i := range systems {
+			if err := f(r, systems[(i+r)%len(systems)]); err != nil {
+				return err
+			}
 		}
-		var rs []float64
-		for i := range min(len(a), len(b)) {
-			rs = append(rs, a[i].rate()/b[i].rate())
+	}
+	return nil
+}
+
+// medianRatio returns the median of the per-round ratios a[i]/b[i],
+// formatted, or "—" if either has no rounds.
+func medianRatio(a, b []float64) string {
+	if len(a) == 0 || len(b) == 0 {
+		return "—"
+	}
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		rs = append(rs, a[i]/b[i])
+	}
+	return fmt.Sprintf("%.2f", median(rs))
+}
+
+func printThroughput(systems []system, res map[string][]result) {
+	rates := make(map[string][]float64, len(res))
+	for k, rs := range res {
+		for _, r := range rs {
+			rates[k] = append(rates[k], r.rate())
 		}
-		return fmt.Sprintf("%.2f", median(rs))
 	}
 	fmt.Println("## End-to-end throughput (submit to done)")
 	fmt.Println()
 	fmt.Println("| system | tasks/s (median) | all rounds | / raw | / asynq | p50 ms | p99 ms | CPU µs/task: Go, Redis, RabbitMQ |")
 	fmt.Println("|---|---:|---|---:|---:|---:|---:|---|")
 	for _, s := range systems {
-		rs := res[s.key]
-		var rates, p50, p99, self, rd, rb []float64
+		var p50, p99, self, rd, rb []float64
 		var all []string
-		for i, r := range rs {
-			rates = append(rates, r.rate())
+		for _, r := range res[s.key] {
 			p50 = append(p50, r.pct(0.5))
 			p99 = append(p99, r.pct(0.99))
 			all = append(all, strconv.FormatFloat(r.rate(), 'f', 0, 64))
-			c := cpu[s.key][i]
-			self = append(self, c.perTask(c.self, r.tasks))
-			rd = append(rd, c.perTask(c.redis, r.tasks))
-			rb = append(rb, c.perTask(c.rabbit, r.tasks))
+			self = append(self, perTask(r.cpu.self, r.tasks))
+			rd = append(rd, perTask(r.cpu.redis, r.tasks))
+			rb = append(rb, perTask(r.cpu.rabbit, r.tasks))
 		}
-		fmt.Printf("| %s | %.0f | %s | %s | %s | %.1f | %.1f | %.0f, %.0f, %.0f |\n", s.name, median(rates), strings.Join(all, ", "),
-			ratio(s.key, "raw"), ratio(s.key, "asynq"), median(p50), median(p99), median(self), median(rd), median(rb))
+		fmt.Printf("| %s | %.0f | %s | %s | %s | %.1f | %.1f | %.0f, %.0f, %.0f |\n", s.name, median(rates[s.key]), strings.Join(all, ", "),
+			medianRatio(rates[s.key], rates["raw"]), medianRatio(rates[s.key], rates["asynq"]), median(p50), median(p99), median(self), median(rd), median(rb))
 	}
 }
 
@@ -273,7 +281,7 @@ func submitTime(p []byte) time.Time {
 const warmup = 64
 
 // warm submits the warm-up tasks and waits until they are done.
-func warm(ctx context.Context, cfg *config, in instance, rec *recorder) error {
+func warm(ctx context.Context, in instance, rec *recorder) error {
 	for range warmup {
 		if err := in.submit(ctx, payloadAt(time.Unix(0, 0))); err != nil {
 			return err
@@ -295,7 +303,7 @@ func throughput(ctx context.Context, cfg *config, s system) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	err = warm(ctx, cfg, in, rec)
+	err = warm(ctx, in, rec)
 	before := readCPU(ctx, cfg)
 	start := time.Now()
 	if err == nil {
@@ -345,7 +353,7 @@ func steady(ctx context.Context, cfg *config, s system) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	if err := warm(ctx, cfg, in, rec); err != nil {
+	if err := warm(ctx, in, rec); err != nil {
 		_ = in.close()
 		return result{}, err
 	}

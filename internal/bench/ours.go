@@ -8,12 +8,12 @@ import (
 	"runtime"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dtsched/scheduler"
 	membroker "github.com/dtsched/scheduler/broker/memory"
 	"github.com/dtsched/scheduler/broker/rabbitmq"
+	"github.com/dtsched/scheduler/internal/testenv"
 	memstore "github.com/dtsched/scheduler/storage/memory"
 	redisstore "github.com/dtsched/scheduler/storage/redis"
 )
@@ -53,7 +53,7 @@ func startOursDurable(transient bool) func(ctx context.Context, cfg *config, rec
 		prefix := "bench-" + hex.EncodeToString(b[:])
 		opts := []rabbitmq.Option{rabbitmq.WithPrefix(prefix), rabbitmq.WithConnectionName(prefix)}
 		if transient {
-			opts = append(opts, transientOption()...)
+			opts = append(opts, rabbitmq.WithTransientMessages())
 		}
 		br, err := rabbitmq.New(ctx, []string{cfg.amqpURL}, opts...)
 		if err != nil {
@@ -130,18 +130,8 @@ func (o *ours) close() error {
 	if o.rdb == nil {
 		return nil
 	}
-	ctx := context.Background()
-	err := deleteKeys(ctx, o.rdb, "{"+o.prefix+"}:*")
+	err := testenv.DeleteNamespace(o.rdb.Options().Addr, o.amqpURL, o.prefix, scheduler.DefaultQueue)
 	_ = o.rdb.Close()
-	if conn, derr := amqp.Dial(o.amqpURL); derr == nil {
-		if ch, cerr := conn.Channel(); cerr == nil {
-			for _, q := range []string{o.prefix + ":q:" + scheduler.DefaultQueue, o.prefix + ":dead:" + scheduler.DefaultQueue} {
-				_, _ = ch.QueueDelete(q, false, false, false)
-			}
-			_ = ch.ExchangeDelete(o.prefix+":deliver", false, false)
-		}
-		_ = conn.Close()
-	}
 	return err
 }
 
@@ -153,6 +143,3 @@ func heapInUse() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
 }
-
-// transientOption is the broker option of the transient-message mode.
-func transientOption() []rabbitmq.Option { return []rabbitmq.Option{rabbitmq.WithTransientMessages()} }

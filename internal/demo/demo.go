@@ -31,11 +31,16 @@ const (
 // MaxSleep is the longest demo.sleep.
 const MaxSleep = 10 * time.Minute
 
+// Handlers returns the handlers of the demo task types, by type.
+func Handlers() map[string]scheduler.HandlerFunc {
+	return map[string]scheduler.HandlerFunc{TypeSleep: Sleep, TypeFlaky: Flaky, TypePanic: Panic}
+}
+
 // Register registers the handlers of the demo task types on w.
 func Register(w *scheduler.Worker) {
-	w.Handle(TypeSleep, Sleep)
-	w.Handle(TypeFlaky, Flaky)
-	w.Handle(TypePanic, Panic)
+	for typ, h := range Handlers() {
+		w.Handle(typ, h)
+	}
 }
 
 // Sleep handles demo.sleep. It returns early, failing the attempt, when its

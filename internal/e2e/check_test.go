@@ -12,20 +12,15 @@ import (
 	"time"
 
 	"github.com/dtsched/scheduler"
+	"github.com/dtsched/scheduler/internal/demo"
 )
 
 // event is one line of the execution log that the example's handlers
 // append to: the start or the end of one execution of a task.
 type event struct {
-	Ev      string    `json:"ev"`
-	ID      string    `json:"id"`
-	Type    string    `json:"type"`
-	Attempt int       `json:"attempt"`
-	Worker  string    `json:"worker"`
-	Err     string    `json:"err"`
-	T       time.Time `json:"t"`
-	line    int       // position in the log: lines are appended, one write each, so this orders them
-	offset  int64     // byte offset of the line
+	demo.ExecEvent
+	line   int   // position in the log: lines are appended, one write each, so this orders them
+	offset int64 // byte offset of the line
 }
 
 // readLog returns the complete lines of the execution log.

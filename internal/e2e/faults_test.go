@@ -226,45 +226,23 @@ func caseScale(t *testing.T, fc *faultCase) outcome {
 
 	// Mixed tasks, one in ten a long one, so a stopping worker has one.
 	tasks := mix(fc.tasks, 2)
-	long := map[int]bool{}
+	long := sleepTask(3000, 0)
 	for i := range tasks {
 		if i%10 == 5 {
 			tasks[i] = sleepTask(3000, tasks[i].priority)
-			long[i] = true
 		}
 	}
-	var (
-		mu   sync.Mutex
-		subs []submitted
-		wg   sync.WaitGroup
-		next = make(chan int)
-		errs atomic.Int64
-	)
+	subs, failed := submitEach(tasks, 8, func(tk task) (string, error) { return submitHTTP(ctx, base, tk) })
+	for _, err := range failed {
+		t.Errorf("submit over HTTP: %v", err)
+	}
+	require.Empty(t, failed)
 	longIDs := map[string]bool{}
-	for range 8 {
-		wg.Go(func() {
-			for i := range next {
-				id, err := submitHTTP(ctx, base, tasks[i])
-				if err != nil {
-					errs.Add(1)
-					t.Errorf("submit over HTTP: %v", err)
-					continue
-				}
-				mu.Lock()
-				subs = append(subs, submitted{task: tasks[i], id: id})
-				if long[i] {
-					longIDs[id] = true
-				}
-				mu.Unlock()
-			}
-		})
+	for _, s := range subs {
+		if s.typ == long.typ && s.payload == long.payload {
+			longIDs[s.id] = true
+		}
 	}
-	for i := range tasks {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	require.Zero(t, errs.Load())
 
 	finished := func() int {
 		cs, _ := c.counts(context.Background())
@@ -283,8 +261,6 @@ func caseScale(t *testing.T, fc *faultCase) outcome {
 	// it hands the task back, and another worker takes it over.
 	var handed event
 	waitUntil(t, 2*time.Minute, "w3 to start a long task", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
 		for _, e := range openRuns(c.readLog(), "w3") {
 			// Started less than a second ago: two seconds from its end,
 			// far beyond the 200 ms shutdown timeout.

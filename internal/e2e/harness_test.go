@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -431,35 +432,20 @@ func panicTask(priority, maxRetries int) task {
 // for the same seed: mostly short sleeps, some long ones, some tasks that
 // fail once or twice before they succeed.
 func mix(n int, seed uint64) []task {
-	r := newRand(seed)
+	r := rand.New(rand.NewPCG(seed, 0))
 	out := make([]task, n)
 	for i := range out {
-		prio := r.intn(10)
-		switch k := r.intn(100); {
+		prio := r.IntN(10)
+		switch k := r.IntN(100); {
 		case k < 70:
-			out[i] = sleepTask(r.intn(40), prio)
+			out[i] = sleepTask(r.IntN(40), prio)
 		case k < 85:
-			out[i] = sleepTask(100+r.intn(300), prio)
+			out[i] = sleepTask(100+r.IntN(300), prio)
 		default:
-			out[i] = flakyTask(1+r.intn(2), prio, 3)
+			out[i] = flakyTask(1+r.IntN(2), prio, 3)
 		}
 	}
 	return out
-}
-
-// rng is a small deterministic generator (splitmix64), so a case submits
-// the same tasks every run.
-type rng struct{ s uint64 }
-
-func newRand(seed uint64) *rng { return &rng{s: seed} }
-
-func (r *rng) intn(n int) int {
-	r.s += 0x9e3779b97f4a7c15
-	z := r.s
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	z ^= z >> 31
-	return int(z % uint64(n))
 }
 
 // submit submits tasks through the library from `parallel` goroutines and
@@ -474,6 +460,15 @@ func (c *cluster) submit(ctx context.Context, tasks []task, parallel int) []subm
 // submitAllowingErrors is submit that returns the errors of the Submits
 // that failed instead of failing the test.
 func (c *cluster) submitAllowingErrors(ctx context.Context, tasks []task, parallel int) (ok []submitted, failed []error) {
+	return submitEach(tasks, parallel, func(tk task) (string, error) {
+		return c.sched.Submit(ctx, tk.typ, []byte(tk.payload),
+			scheduler.WithPriority(scheduler.Priority(tk.priority)), scheduler.WithMaxRetries(tk.maxRetries))
+	})
+}
+
+// submitEach submits tasks with submit from `parallel` goroutines and
+// returns those it accepted, with their IDs, and the errors of the others.
+func submitEach(tasks []task, parallel int, submit func(task) (string, error)) (ok []submitted, failed []error) {
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
@@ -482,8 +477,7 @@ func (c *cluster) submitAllowingErrors(ctx context.Context, tasks []task, parall
 	for range parallel {
 		wg.Go(func() {
 			for tk := range next {
-				id, err := c.sched.Submit(ctx, tk.typ, []byte(tk.payload),
-					scheduler.WithPriority(scheduler.Priority(tk.priority)), scheduler.WithMaxRetries(tk.maxRetries))
+				id, err := submit(tk)
 				mu.Lock()
 				if err != nil {
 					failed = append(failed, err)

@@ -51,15 +51,27 @@ func roundTrip(t *testing.T, c net.Conn, r *bufio.Reader, msg string) error {
 	return nil
 }
 
-func TestForwardsAndCuts(t *testing.T) {
-	p, err := New(echoServer(t))
-	require.NoError(t, err)
-	defer p.Close()
-
+// dial connects to p, closing the connection when the test ends.
+func dial(t *testing.T, p *Proxy) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	c, err := net.Dial("tcp", p.Addr())
 	require.NoError(t, err)
-	defer c.Close()
-	r := bufio.NewReader(c)
+	t.Cleanup(func() { _ = c.Close() })
+	return c, bufio.NewReader(c)
+}
+
+// echoProxy returns a proxy to an echo server, closed when the test ends.
+func echoProxy(t *testing.T) *Proxy {
+	t.Helper()
+	p, err := New(echoServer(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func TestForwardsAndCuts(t *testing.T) {
+	p := echoProxy(t)
+	c, r := dial(t, p)
 	require.NoError(t, roundTrip(t, c, r, "hello"))
 	require.Equal(t, 1, p.Open())
 
@@ -67,10 +79,8 @@ func TestForwardsAndCuts(t *testing.T) {
 	require.Error(t, roundTrip(t, c, r, "after the cut"), "a cut connection must fail")
 
 	// A new connection gets through after the cut.
-	c2, err := net.Dial("tcp", p.Addr())
-	require.NoError(t, err)
-	defer c2.Close()
-	require.NoError(t, roundTrip(t, c2, bufio.NewReader(c2), "again"))
+	c2, r2 := dial(t, p)
+	require.NoError(t, roundTrip(t, c2, r2, "again"))
 	require.Equal(t, 2, p.Accepted())
 }
 
@@ -86,19 +96,13 @@ func TestCloseStopsAccepting(t *testing.T) {
 }
 
 func TestBlackholeDropsWithoutClosing(t *testing.T) {
-	p, err := New(echoServer(t))
-	require.NoError(t, err)
-	defer p.Close()
-
-	c, err := net.Dial("tcp", p.Addr())
-	require.NoError(t, err)
-	defer c.Close()
-	r := bufio.NewReader(c)
+	p := echoProxy(t)
+	c, r := dial(t, p)
 	require.NoError(t, roundTrip(t, c, r, "hello"))
 
 	require.Equal(t, 1, p.Blackhole())
 	require.NoError(t, c.SetDeadline(time.Now().Add(300*time.Millisecond)))
-	_, err = c.Write([]byte("into the void\n"))
+	_, err := c.Write([]byte("into the void\n"))
 	require.NoError(t, err, "writes still succeed: the connection stays open")
 	_, err = r.ReadString('\n')
 	var ne net.Error
@@ -107,8 +111,6 @@ func TestBlackholeDropsWithoutClosing(t *testing.T) {
 	require.Equal(t, 1, p.Open())
 
 	// New connections are forwarded as usual.
-	c2, err := net.Dial("tcp", p.Addr())
-	require.NoError(t, err)
-	defer c2.Close()
-	require.NoError(t, roundTrip(t, c2, bufio.NewReader(c2), "again"))
+	c2, r2 := dial(t, p)
+	require.NoError(t, roundTrip(t, c2, r2, "again"))
 }
