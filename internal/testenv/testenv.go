@@ -54,15 +54,12 @@ func lookup(t testing.TB, variable, example string) string {
 
 // Namespace returns a namespace (Redis key prefix and RabbitMQ name prefix)
 // no other test uses, starting with prefix, and deletes what was made
-// under it, for the given queues, when the test ends.
+// under it, for the given queues (default: "default"), when the test ends.
 func Namespace(t testing.TB, redisAddr, amqpURL, prefix string, queues ...string) string {
 	t.Helper()
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	ns := prefix + "-" + hex.EncodeToString(r[:])
-	if len(queues) == 0 {
-		queues = []string{"default"}
-	}
 	t.Cleanup(func() {
 		if err := DeleteNamespace(redisAddr, amqpURL, ns, queues...); err != nil {
 			t.Logf("cleanup of namespace %s: %v", ns, err)
@@ -76,8 +73,12 @@ func Namespace(t testing.TB, redisAddr, amqpURL, prefix string, queues ...string
 const delayLevels = 22
 
 // DeleteNamespace removes the Redis keys of namespace ns and the RabbitMQ
-// queues and exchanges the broker declares under it for the given queues.
+// queues and exchanges the broker declares under it for the given queues
+// (default: "default").
 func DeleteNamespace(redisAddr, amqpURL, ns string, queues ...string) error {
+	if len(queues) == 0 {
+		queues = []string{"default"}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var errs []error
