@@ -43,7 +43,9 @@ func (o observer) Observe(e scheduler.Event) {
 	// e.Time is when the worker began it.
 	switch e.Kind {
 	case scheduler.EventStarted:
-		o.rec.started(submitTime(e.Task.Payload), e.Time, time.Now())
+		if o.rec.breakdown {
+			o.rec.started(submitTime(e.Task.Payload), e.Time, time.Now())
+		}
 	case scheduler.EventSucceeded:
 		o.rec.add(submitTime(e.Task.Payload), time.Now())
 	}

@@ -109,7 +109,9 @@ func newRaw(ctx context.Context, cfg *config, rec *recorder, work, noStore bool)
 					if err := r.rdb.Set(ctx, key, r.record, 0).Err(); err != nil {
 						fmt.Println("raw: set running:", err)
 					}
-					rec.started(submitTime(d.Body), at, time.Now())
+					if rec.breakdown {
+						rec.started(submitTime(d.Body), at, time.Now())
+					}
 					if err := r.rdb.Set(ctx, key, r.record, 0).Err(); err != nil {
 						fmt.Println("raw: set succeeded:", err)
 					}

@@ -106,9 +106,9 @@ func (r *recorder) withBreakdown() *recorder {
 }
 
 // started records that the task submitted at sub reached a worker at
-// atWorker and was stored running at stored. A no-op without breakdown.
+// atWorker and was stored running at stored. Only with breakdown.
 func (r *recorder) started(sub, atWorker, stored time.Time) {
-	if r == nil || !r.breakdown || sub.UnixNano() == 0 {
+	if sub.UnixNano() == 0 {
 		return
 	}
 	r.mu.Lock()

@@ -470,6 +470,20 @@ func BenchmarkServerTime(b *testing.B) {
 			return func(i int) error { return r.c.call(h, tasks[i], js[i]) }
 		}})
 	}
+	// The floor of any script: one that returns at once, called with the
+	// keys and arguments of a Create of one task.
+	ops = append(ops, op{"EmptyScript", "evalsha", func(b *testing.B, h *harness) func(int) error {
+		empty := redis.NewScript(`return {'ok', ''}`)
+		require.NoError(b, empty.Load(context.Background(), h.rdb).Err())
+		tasks, js := storeCall{}.prepare(b, h)
+		return func(i int) error {
+			t := tasks[i]
+			combo := t.Queue + ":" + t.Type
+			return empty.Run(context.Background(), h.rdb,
+				[]string{h.ns + ":c", h.ns + ":o", h.ns + ":t:" + t.ID, h.ns + ":i:pending:" + combo},
+				h.ns, 1, t.ID, js[i], micros(t.RunAt), combo, "0").Err()
+		}
+	}})
 	for _, c := range storeCalls {
 		ops = append(ops, op{c.name, c.cmd, func(b *testing.B, h *harness) func(int) error {
 			tasks, _ := c.prepare(b, h)
