@@ -106,9 +106,9 @@ func (r *recorder) withBreakdown() *recorder {
 }
 
 // started records that the task submitted at sub reached a worker at
-// atWorker and was stored running at stored. Only with breakdown.
+// atWorker and was stored running at stored; a no-op without breakdown.
 func (r *recorder) started(sub, atWorker, stored time.Time) {
-	if sub.UnixNano() == 0 {
+	if !r.breakdown || sub.UnixNano() == 0 {
 		return
 	}
 	r.mu.Lock()
