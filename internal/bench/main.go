@@ -170,11 +170,20 @@ func run(cfg *config) error {
 	// Latency at a steady rate, interleaved like the throughput runs.
 	fmt.Printf("\n## Latency at a steady %d tasks/s (%s per run, submit to done, median of %d rounds)\n\n", cfg.rate, cfg.steady, cfg.steadyRounds)
 	p50s, p99s, maxs := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
+	stages := map[string]*[numStages][]time.Duration{}
+	var late []time.Duration
 	err = eachRound(cfg.steadyRounds, systems, func(r int, s system) error {
 		out, err := steady(ctx, cfg, s)
 		if err != nil {
 			return fmt.Errorf("%s steady: %w", s.name, err)
 		}
+		if stages[s.key] == nil {
+			stages[s.key] = new([numStages][]time.Duration)
+		}
+		for i, d := range out.stages {
+			stages[s.key][i] = append(stages[s.key][i], d...)
+		}
+		late = append(late, out.late...)
 		p50s[s.key] = append(p50s[s.key], out.pct(0.5))
 		p99s[s.key] = append(p99s[s.key], out.pct(0.99))
 		maxs[s.key] = append(maxs[s.key], out.pct(1))
@@ -189,6 +198,7 @@ func run(cfg *config) error {
 	for _, s := range systems {
 		fmt.Printf("| %s | %.2f | %.2f | %.2f | %s |\n", s.name, median(p50s[s.key]), median(p99s[s.key]), median(maxs[s.key]), medianRatio(p99s[s.key], p99s["raw"]))
 	}
+	printStages(systems, stages, late)
 
 	// Memory of queued tasks.
 	fmt.Printf("\n## Memory per queued task (%d tasks submitted, no worker)\n\n", cfg.memTasks)
@@ -209,6 +219,36 @@ func run(cfg *config) error {
 		fmt.Printf("| %s | %.0f | %s |\n", s.name, n, how)
 	}
 	return nil
+}
+
+// printStages prints the parts of the steady-rate latencies, pooled over
+// the rounds, for the systems that report them.
+func printStages(systems []system, stages map[string]*[numStages][]time.Duration, late []time.Duration) {
+	fmt.Printf("\nWhere the time goes, p50 / p99 ms of each stage (pooled over the rounds; the stages' quantiles do not add up to the total's):\n\n")
+	fmt.Print("| system |")
+	for _, n := range stageNames {
+		fmt.Printf(" %s |", n)
+	}
+	fmt.Print("\n|---|")
+	for range stageNames {
+		fmt.Print("---:|")
+	}
+	fmt.Println()
+	for _, s := range systems {
+		st := stages[s.key]
+		if st == nil || len(st[0]) == 0 {
+			continue
+		}
+		fmt.Printf("| %s |", s.name)
+		for _, d := range st {
+			fmt.Printf(" %.2f / %.2f |", ms(quantile(d, 0.5)), ms(quantile(d, 0.99)))
+		}
+		fmt.Println()
+	}
+	if len(late) > 0 {
+		fmt.Printf("\nSubmit calls came %.2f ms (p50) and %.2f ms (p99) after their tasks were due: the pacer's lateness, not counted in the latencies above.\n",
+			ms(quantile(late, 0.5)), ms(quantile(late, 0.99)))
+	}
 }
 
 // eachRound runs f for every system in each of rounds rounds, the
@@ -343,12 +383,15 @@ func submitAll(ctx context.Context, cfg *config, in instance, n int) error {
 	return first
 }
 
-// steady submits at cfg.rate tasks/s for cfg.steady; a task's latency runs
-// from when it was due to be submitted, so a submitter falling behind
-// shows.
+// steady submits at cfg.rate tasks/s for cfg.steady. A task's latency
+// runs from its submit call. How late each call came after the task was
+// due is reported apart (result.late): it is the pacer's, not the
+// system's (the Go runtime's timers wake a sleeper up to about a
+// millisecond late on an idle machine), and it shows a submitter falling
+// behind.
 func steady(ctx context.Context, cfg *config, s system) (result, error) {
 	n := int(float64(cfg.rate) * cfg.steady.Seconds())
-	rec := newRecorder(n)
+	rec := newRecorder(n).withBreakdown()
 	in, err := s.start(ctx, cfg, rec, true)
 	if err != nil {
 		return result{}, err
@@ -358,12 +401,16 @@ func steady(ctx context.Context, cfg *config, s system) (result, error) {
 		return result{}, err
 	}
 	due := make(chan time.Time, n)
+	late := make([]time.Duration, n)
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	var failed atomic.Value
 	for range cfg.producers {
 		wg.Go(func() {
 			for t := range due {
-				if err := in.submit(ctx, payloadAt(t)); err != nil {
+				now := time.Now()
+				late[next.Add(1)-1] = now.Sub(t)
+				if err := in.submit(ctx, payloadAt(now)); err != nil {
 					failed.Store(err)
 				}
 			}
@@ -391,7 +438,7 @@ func steady(ctx context.Context, cfg *config, s system) (result, error) {
 	if cerr := in.close(); err == nil {
 		err = cerr
 	}
-	return result{tasks: n, elapsed: time.Since(start), lat: rec.latencies()}, err
+	return result{tasks: n, elapsed: time.Since(start), lat: rec.latencies(), stages: rec.stageLatencies(), late: late}, err
 }
 
 // memoryPerTask submits cfg.memTasks tasks with no worker and returns the

@@ -36,8 +36,17 @@ type ours struct {
 type observer struct{ rec *recorder }
 
 func (o observer) Observe(e scheduler.Event) {
-	if e.Kind == scheduler.EventSucceeded && o.rec != nil {
-		// Now, not e.Time: the event comes once the outcome is stored.
+	if o.rec == nil {
+		return
+	}
+	// Now, not e.Time: an event comes once its change is stored, and
+	// e.Time is when the worker began it.
+	switch e.Kind {
+	case scheduler.EventStarted:
+		if o.rec.breakdown {
+			o.rec.started(submitTime(e.Task.Payload), e.Time, time.Now())
+		}
+	case scheduler.EventSucceeded:
 		o.rec.add(submitTime(e.Task.Payload), time.Now())
 	}
 }
@@ -60,12 +69,18 @@ func startOursDurable(transient bool) func(ctx context.Context, cfg *config, rec
 			return nil, err
 		}
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.redisAddr})
-		st, err := redisstore.New(rdb, redisstore.WithPrefix(prefix))
+		in, err := func() (instance, error) {
+			st, err := redisstore.New(rdb, redisstore.WithPrefix(prefix))
+			if err != nil {
+				return nil, err
+			}
+			return startOurs(ctx, cfg, rec, work, true, br, st)
+		}()
 		if err != nil {
-			return nil, err
-		}
-		in, err := startOurs(ctx, cfg, rec, work, true, br, st)
-		if err != nil {
+			// Whatever the worker declared goes with the namespace.
+			_ = br.Close()
+			_ = testenv.DeleteNamespace(cfg.redisAddr, cfg.amqpURL, prefix, scheduler.DefaultQueue)
+			_ = rdb.Close()
 			return nil, err
 		}
 		o := in.(*ours)
@@ -86,6 +101,7 @@ func startOurs(ctx context.Context, cfg *config, rec *recorder, work, durable bo
 	}
 	w, err := sched.NewWorker(scheduler.WithConcurrency(cfg.concurrency))
 	if err != nil {
+		_ = sched.Close()
 		return nil, err
 	}
 	w.Handle("noop", func(context.Context, *scheduler.Task) error { return nil })

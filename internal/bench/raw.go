@@ -105,8 +105,12 @@ func newRaw(ctx context.Context, cfg *config, rec *recorder, work, noStore bool)
 						continue
 					}
 					key := r.prefix + d.MessageId
+					at := time.Now()
 					if err := r.rdb.Set(ctx, key, r.record, 0).Err(); err != nil {
 						fmt.Println("raw: set running:", err)
+					}
+					if rec.breakdown {
+						rec.started(submitTime(d.Body), at, time.Now())
 					}
 					if err := r.rdb.Set(ctx, key, r.record, 0).Err(); err != nil {
 						fmt.Println("raw: set succeeded:", err)

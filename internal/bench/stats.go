@@ -12,6 +12,10 @@ type result struct {
 	elapsed time.Duration
 	lat     []time.Duration // submit-to-done, one per task
 	cpu     cpuUse          // CPU used during the timed part
+	// stages holds, when the run recorded them, the parts of each task's
+	// latency (see recorder.started).
+	stages [numStages][]time.Duration
+	late   []time.Duration // steady runs: how late each submit call was
 }
 
 func (r result) rate() float64 { return float64(r.tasks) / r.elapsed.Seconds() }
@@ -32,6 +36,17 @@ func quantile(d []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
+// The stages of a task's latency, as recorder.started splits it.
+const (
+	stageToWorker = iota // submit call until a worker has the task's message
+	stageStart           // until the worker has stored the task running
+	stageToDone          // until done (handler, storing the outcome)
+	numStages
+)
+
+// stageNames head the columns of the latency breakdown.
+var stageNames = [numStages]string{"submit → at a worker", "→ stored running", "→ done"}
+
 // recorder collects the submit-to-done latency of each task and signals
 // when want tasks are done.
 type recorder struct {
@@ -39,6 +54,13 @@ type recorder struct {
 	lat  []time.Duration
 	want int
 	done chan struct{}
+
+	// With breakdown, the systems report when each task reached a worker
+	// and when it was stored running; running holds those times by submit
+	// time until the task is done.
+	breakdown bool
+	running   map[int64][2]time.Time
+	stages    [numStages][]time.Duration
 
 	warm     int // warm-up tasks (payload time 0) to wait for
 	warmSeen int
@@ -64,10 +86,45 @@ func (r *recorder) add(sub, now time.Time) {
 	}
 	r.lat = append(r.lat, now.Sub(sub))
 	n := len(r.lat)
+	if at, ok := r.running[sub.UnixNano()]; ok {
+		delete(r.running, sub.UnixNano())
+		r.stages[stageToWorker] = append(r.stages[stageToWorker], at[0].Sub(sub))
+		r.stages[stageStart] = append(r.stages[stageStart], at[1].Sub(at[0]))
+		r.stages[stageToDone] = append(r.stages[stageToDone], now.Sub(at[1]))
+	}
 	r.mu.Unlock()
 	if n == r.want {
 		close(r.done)
 	}
+}
+
+// withBreakdown makes r record the stages of each task's latency.
+func (r *recorder) withBreakdown() *recorder {
+	r.breakdown = true
+	r.running = make(map[int64][2]time.Time, r.want)
+	return r
+}
+
+// started records that the task submitted at sub reached a worker at
+// atWorker and was stored running at stored; a no-op without breakdown.
+func (r *recorder) started(sub, atWorker, stored time.Time) {
+	if !r.breakdown || sub.UnixNano() == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.running[sub.UnixNano()] = [2]time.Time{atWorker, stored}
+	r.mu.Unlock()
+}
+
+// stageLatencies returns the stages of the tasks done so far.
+func (r *recorder) stageLatencies() [numStages][]time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out [numStages][]time.Duration
+	for i, d := range r.stages {
+		out[i] = slices.Clone(d)
+	}
+	return out
 }
 
 func (r *recorder) latencies() []time.Duration {

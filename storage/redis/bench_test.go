@@ -2,7 +2,7 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -168,7 +168,7 @@ func BenchmarkRawSet(b *testing.B) {
 			keys, vals := make([]string, b.N), make([][]byte, b.N)
 			for i, t := range tasks {
 				keys[i] = h.ns + ":t:" + t.ID
-				vals[i], _ = json.Marshal(t)
+				vals[i], _ = record(t, "")
 			}
 			ctx := context.Background()
 			timed(b, parallel, func(i int) error {
@@ -322,67 +322,91 @@ func BenchmarkDecodeRecord(b *testing.B) {
 	}
 }
 
-// BenchmarkVsRaw interleaves each store call with its raw baseline (a
-// plain SET or GET of the same record bytes) in every iteration, so both
-// see the same load on a shared machine, and reports the ratio of their
-// median and mean latencies.
-func BenchmarkVsRaw(b *testing.B) {
-	type pair struct {
-		name  string
-		setup func(h *harness, tasks []*scheduler.Task)
-		store func(h *harness, t *scheduler.Task) error
-		raw   func(h *harness, t *scheduler.Task, js []byte) error
-	}
-	ctx := context.Background()
-	rawSet := func(h *harness, t *scheduler.Task, js []byte) error {
-		return h.rdb.Set(ctx, h.ns+":raw:"+t.ID, js, 0).Err()
-	}
-	rawGet := func(h *harness, t *scheduler.Task, _ []byte) error {
-		return h.rdb.Get(ctx, h.ns+":raw:"+t.ID).Err()
-	}
-	startAll := func(h *harness, tasks []*scheduler.Task) {
+// storeCall is a store call beside its raw baseline: a plain SET of the
+// same record bytes for the writes, a GET for Get.
+type storeCall struct {
+	name  string
+	cmd   string // the command the store's call runs (INFO commandstats)
+	setup func(b *testing.B, h *harness, tasks []*scheduler.Task)
+	store func(h *harness, t *scheduler.Task) error
+	raw   rawCall
+}
+
+// rawCall is a baseline: the command it runs and a call of it with the
+// record bytes js of task t.
+type rawCall struct {
+	cmd  string
+	call func(h *harness, t *scheduler.Task, js []byte) error
+}
+
+var (
+	rawSet = rawCall{"set", func(h *harness, t *scheduler.Task, js []byte) error {
+		return h.rdb.Set(context.Background(), h.ns+":raw:"+t.ID, js, 0).Err()
+	}}
+	rawGet = rawCall{"get", func(h *harness, t *scheduler.Task, _ []byte) error {
+		return h.rdb.Get(context.Background(), h.ns+":raw:"+t.ID).Err()
+	}}
+)
+
+// storeCalls are the calls the store's targets compare with a raw round
+// trip. Each takes tasks of its own, prepared by setup.
+var storeCalls = []storeCall{
+	{"SetTask", "evalsha", nil, func(h *harness, t *scheduler.Task) error {
+		res, err := h.s.Create(context.Background(), []*scheduler.Task{t})
+		if err == nil && res[0] != nil {
+			err = res[0]
+		}
+		return err
+	}, rawSet},
+	{"GetTask", "get", func(b *testing.B, h *harness, tasks []*scheduler.Task) {
+		createAll(b, h, tasks)
+		for _, t := range tasks { // what the raw GETs read
+			js, _ := record(t, "")
+			require.NoError(b, rawSet.call(h, t, js))
+		}
+	}, func(h *harness, t *scheduler.Task) error {
+		_, err := h.s.Get(context.Background(), t.ID)
+		return err
+	}, rawGet},
+	{"Start", "evalsha", createAll, startTask, rawSet},
+	{"Finish", "evalsha", func(b *testing.B, h *harness, tasks []*scheduler.Task) {
 		createAll(b, h, tasks)
 		for _, t := range tasks {
-			_, err := h.s.Start(ctx, t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
-			require.NoError(b, err)
+			require.NoError(b, startTask(h, t))
 		}
+	}, func(h *harness, t *scheduler.Task) error {
+		_, err := h.s.Finish(context.Background(), t.ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateSucceeded, Now: time.Now()})
+		return err
+	}, rawSet},
+}
+
+func startTask(h *harness, t *scheduler.Task) error {
+	_, err := h.s.Start(context.Background(), t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
+	return err
+}
+
+// prepare returns b.N tasks for c, ready for its store call, and their
+// record bytes for its raw call.
+func (c storeCall) prepare(b *testing.B, h *harness) ([]*scheduler.Task, [][]byte) {
+	tasks := smallTasks(b.N)
+	js := make([][]byte, b.N)
+	for i, t := range tasks {
+		js[i], _ = record(t, "")
 	}
-	for _, p := range []pair{
-		{"SetTask", nil, func(h *harness, t *scheduler.Task) error {
-			res, err := h.s.Create(ctx, []*scheduler.Task{t})
-			if err == nil && res[0] != nil {
-				err = res[0]
-			}
-			return err
-		}, rawSet},
-		{"GetTask", func(h *harness, tasks []*scheduler.Task) { createAll(b, h, tasks) }, func(h *harness, t *scheduler.Task) error {
-			_, err := h.s.Get(ctx, t.ID)
-			return err
-		}, rawGet},
-		{"Start", func(h *harness, tasks []*scheduler.Task) { createAll(b, h, tasks) }, func(h *harness, t *scheduler.Task) error {
-			_, err := h.s.Start(ctx, t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
-			return err
-		}, rawSet},
-		{"Finish", startAll, func(h *harness, t *scheduler.Task) error {
-			_, err := h.s.Finish(ctx, t.ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateSucceeded, Now: time.Now()})
-			return err
-		}, rawSet},
-	} {
+	if c.setup != nil {
+		c.setup(b, h, tasks)
+	}
+	return tasks, js
+}
+
+// BenchmarkVsRaw interleaves each store call with its raw baseline in
+// every iteration, so both see the same load on a shared machine, and
+// reports the ratio of their median and mean latencies.
+func BenchmarkVsRaw(b *testing.B) {
+	for _, p := range storeCalls {
 		b.Run(p.name, func(b *testing.B) {
 			h := benchHarness(b)
-			tasks := smallTasks(b.N)
-			js := make([][]byte, b.N)
-			for i, t := range tasks {
-				js[i], _ = record(t, "")
-			}
-			if p.setup != nil {
-				p.setup(h, tasks)
-			}
-			if p.name == "GetTask" {
-				for i, t := range tasks {
-					require.NoError(b, rawSet(h, t, js[i]))
-				}
-			}
+			tasks, js := p.prepare(b, h)
 			ds, dr := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -391,7 +415,7 @@ func BenchmarkVsRaw(b *testing.B) {
 					b.Fatal(err)
 				}
 				t1 := time.Now()
-				if err := p.raw(h, tasks[i], js[i]); err != nil {
+				if err := p.raw.call(h, tasks[i], js[i]); err != nil {
 					b.Fatal(err)
 				}
 				ds, dr = append(ds, t1.Sub(t0)), append(dr, time.Since(t1))
@@ -416,4 +440,97 @@ func BenchmarkVsRaw(b *testing.B) {
 			b.ReportMetric(ms/mr, "x-raw-mean")
 		})
 	}
+}
+
+// BenchmarkServerTime reports the Redis server's own time per call
+// (server-µs/call, from INFO commandstats: the usec of EVALSHA over its
+// calls for the store's scripts, of SET or GET for the raw baselines) and
+// the round trip the client saw (p50-µs), with the calls back to back
+// (idle=0s) and with the server idle for a millisecond before each call
+// (idle=1ms), as between the tasks of a steady low rate. The counters are
+// the server's: run it against a Redis of its own, as calls of other
+// clients are counted too.
+func BenchmarkServerTime(b *testing.B) {
+	type op struct {
+		name, cmd string
+		prepare   func(b *testing.B, h *harness) func(i int) error
+	}
+	var ops []op
+	for _, r := range []struct {
+		name string
+		c    rawCall
+	}{{"RawSet", rawSet}, {"RawGet", rawGet}} {
+		ops = append(ops, op{r.name, r.c.cmd, func(b *testing.B, h *harness) func(int) error {
+			tasks, js := storeCall{}.prepare(b, h)
+			if r.c.cmd == "get" {
+				for i, t := range tasks {
+					require.NoError(b, rawSet.call(h, t, js[i]))
+				}
+			}
+			return func(i int) error { return r.c.call(h, tasks[i], js[i]) }
+		}})
+	}
+	// The floor of any script: one that returns at once, called with the
+	// keys and arguments of a Create of one task.
+	ops = append(ops, op{"EmptyScript", "evalsha", func(b *testing.B, h *harness) func(int) error {
+		empty := redis.NewScript(`return {'ok', ''}`)
+		require.NoError(b, empty.Load(context.Background(), h.rdb).Err())
+		tasks, js := storeCall{}.prepare(b, h)
+		return func(i int) error {
+			t := tasks[i]
+			combo := t.Queue + ":" + t.Type
+			return empty.Run(context.Background(), h.rdb,
+				[]string{h.ns + ":c", h.ns + ":o", h.ns + ":t:" + t.ID, h.ns + ":i:pending:" + combo},
+				h.ns, 1, t.ID, js[i], micros(t.RunAt), combo, "0").Err()
+		}
+	}})
+	for _, c := range storeCalls {
+		ops = append(ops, op{c.name, c.cmd, func(b *testing.B, h *harness) func(int) error {
+			tasks, _ := c.prepare(b, h)
+			return func(i int) error { return c.store(h, tasks[i]) }
+		}})
+	}
+	for _, idle := range []time.Duration{0, time.Millisecond} {
+		for _, o := range ops {
+			b.Run(fmt.Sprintf("idle=%v/%s", idle, o.name), func(b *testing.B) {
+				h := benchHarness(b)
+				call := o.prepare(b, h)
+				before := commandStats(b, h.rdb, o.cmd)
+				d := make([]time.Duration, 0, b.N)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if idle > 0 {
+						b.StopTimer()
+						time.Sleep(idle)
+						b.StartTimer()
+					}
+					t0 := time.Now()
+					if err := call(i); err != nil {
+						b.Fatal(err)
+					}
+					d = append(d, time.Since(t0))
+				}
+				b.StopTimer()
+				after := commandStats(b, h.rdb, o.cmd)
+				b.ReportMetric(float64(after[1]-before[1])/float64(max(after[0]-before[0], 1)), "server-µs/call")
+				slices.Sort(d)
+				b.ReportMetric(float64(d[len(d)/2].Nanoseconds())/1e3, "p50-µs")
+			})
+		}
+	}
+}
+
+// commandStats returns the calls and usec INFO commandstats reports for
+// cmd.
+func commandStats(b *testing.B, rdb *redis.Client, cmd string) [2]int64 {
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	require.NoError(b, err)
+	var calls, usec int64
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":"); ok {
+			_, err := fmt.Sscanf(rest, "calls=%d,usec=%d,", &calls, &usec)
+			require.NoError(b, err)
+		}
+	}
+	return [2]int64{calls, usec}
 }
