@@ -29,7 +29,7 @@ func benchHarness(b *testing.B) *harness {
 	b.Cleanup(func() { _ = rdb.Close() })
 	h := newHarness(b, rdb, nil)
 	require.NoError(b, h.s.Ping(context.Background()))
-	for _, sc := range allScripts {
+	for _, sc := range append(allScripts, emptyScript) {
 		require.NoError(b, sc.Load(context.Background(), rdb).Err())
 	}
 	return h
@@ -368,6 +368,15 @@ var storeCalls = []storeCall{
 		_, err := h.s.Get(context.Background(), t.ID)
 		return err
 	}, rawGet},
+	// The floor of any script: one that returns at once, called with the
+	// keys and arguments of a Create of one task.
+	{"EmptyScript", "evalsha", nil, func(h *harness, t *scheduler.Task) error {
+		js, _ := record(t, "")
+		combo := t.Queue + ":" + t.Type
+		return emptyScript.Run(context.Background(), h.rdb,
+			[]string{h.ns + ":c", h.ns + ":o", h.ns + ":t:" + t.ID, h.ns + ":i:pending:" + combo},
+			h.ns, 1, t.ID, js, micros(t.RunAt), combo, "0").Err()
+	}, rawSet},
 	{"Start", "evalsha", createAll, startTask, rawSet},
 	{"Finish", "evalsha", func(b *testing.B, h *harness, tasks []*scheduler.Task) {
 		createAll(b, h, tasks)
@@ -379,6 +388,9 @@ var storeCalls = []storeCall{
 		return err
 	}, rawSet},
 }
+
+// emptyScript returns at once.
+var emptyScript = redis.NewScript(`return {'ok', ''}`)
 
 func startTask(h *harness, t *scheduler.Task) error {
 	_, err := h.s.Start(context.Background(), t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
@@ -470,20 +482,6 @@ func BenchmarkServerTime(b *testing.B) {
 			return func(i int) error { return r.c.call(h, tasks[i], js[i]) }
 		}})
 	}
-	// The floor of any script: one that returns at once, called with the
-	// keys and arguments of a Create of one task.
-	ops = append(ops, op{"EmptyScript", "evalsha", func(b *testing.B, h *harness) func(int) error {
-		empty := redis.NewScript(`return {'ok', ''}`)
-		require.NoError(b, empty.Load(context.Background(), h.rdb).Err())
-		tasks, js := storeCall{}.prepare(b, h)
-		return func(i int) error {
-			t := tasks[i]
-			combo := t.Queue + ":" + t.Type
-			return empty.Run(context.Background(), h.rdb,
-				[]string{h.ns + ":c", h.ns + ":o", h.ns + ":t:" + t.ID, h.ns + ":i:pending:" + combo},
-				h.ns, 1, t.ID, js[i], micros(t.RunAt), combo, "0").Err()
-		}
-	}})
 	for _, c := range storeCalls {
 		ops = append(ops, op{c.name, c.cmd, func(b *testing.B, h *harness) func(int) error {
 			tasks, _ := c.prepare(b, h)
