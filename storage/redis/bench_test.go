@@ -29,9 +29,10 @@ func benchHarness(b *testing.B) *harness {
 	b.Cleanup(func() { _ = rdb.Close() })
 	h := newHarness(b, rdb, nil)
 	require.NoError(b, h.s.Ping(context.Background()))
-	for _, sc := range append(allScripts, emptyScript) {
+	for _, sc := range allScripts {
 		require.NoError(b, sc.Load(context.Background(), rdb).Err())
 	}
+	require.NoError(b, emptyScript.Load(context.Background(), rdb).Err())
 	return h
 }
 
@@ -125,22 +126,7 @@ func timed(b *testing.B, parallel bool, op func(i int) error) {
 
 // BenchmarkSetTask stores one new task per call (Store.Create of one task:
 // record, listing index, combination registry and outbox, in one script).
-func BenchmarkSetTask(b *testing.B) {
-	for _, parallel := range []bool{false, true} {
-		b.Run(mode(parallel), func(b *testing.B) {
-			h := benchHarness(b)
-			tasks := smallTasks(b.N)
-			ctx := context.Background()
-			timed(b, parallel, func(i int) error {
-				res, err := h.s.Create(ctx, tasks[i:i+1])
-				if err == nil && res[0] != nil {
-					err = res[0]
-				}
-				return err
-			})
-		})
-	}
-}
+func BenchmarkSetTask(b *testing.B) { benchCall(b, "SetTask") }
 
 // BenchmarkGetTask reads and decodes one stored task per call.
 func BenchmarkGetTask(b *testing.B) {
@@ -195,37 +181,22 @@ func BenchmarkRawGet(b *testing.B) {
 }
 
 // BenchmarkStart moves one pending task to running per call.
-func BenchmarkStart(b *testing.B) {
-	for _, parallel := range []bool{false, true} {
-		b.Run(mode(parallel), func(b *testing.B) {
-			h := benchHarness(b)
-			tasks := smallTasks(b.N)
-			createAll(b, h, tasks)
-			ctx := context.Background()
-			timed(b, parallel, func(i int) error {
-				_, err := h.s.Start(ctx, tasks[i].ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
-				return err
-			})
-		})
-	}
-}
+func BenchmarkStart(b *testing.B) { benchCall(b, "Start") }
 
 // BenchmarkFinish moves one running task to succeeded per call.
-func BenchmarkFinish(b *testing.B) {
+func BenchmarkFinish(b *testing.B) { benchCall(b, "Finish") }
+
+// benchCall times the store call of storeCalls named name, one caller at
+// a time and from parallel goroutines.
+func benchCall(b *testing.B, name string) {
+	i := slices.IndexFunc(storeCalls, func(c storeCall) bool { return c.name == name })
+	require.GreaterOrEqual(b, i, 0, name)
+	c := storeCalls[i]
 	for _, parallel := range []bool{false, true} {
 		b.Run(mode(parallel), func(b *testing.B) {
 			h := benchHarness(b)
-			tasks := smallTasks(b.N)
-			createAll(b, h, tasks)
-			ctx := context.Background()
-			for _, t := range tasks {
-				_, err := h.s.Start(ctx, t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
-				require.NoError(b, err)
-			}
-			timed(b, parallel, func(i int) error {
-				_, err := h.s.Finish(ctx, tasks[i].ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateSucceeded, Now: time.Now()})
-				return err
-			})
+			tasks, _ := c.prepare(b, h)
+			timed(b, parallel, func(i int) error { return c.store(h, tasks[i]) })
 		})
 	}
 }
@@ -327,7 +298,7 @@ func BenchmarkDecodeRecord(b *testing.B) {
 type storeCall struct {
 	name  string
 	cmd   string // the command the store's call runs (INFO commandstats)
-	setup func(b *testing.B, h *harness, tasks []*scheduler.Task)
+	setup func(b *testing.B, h *harness, tasks []*scheduler.Task, js [][]byte)
 	store func(h *harness, t *scheduler.Task) error
 	raw   rawCall
 }
@@ -358,12 +329,9 @@ var storeCalls = []storeCall{
 		}
 		return err
 	}, rawSet},
-	{"GetTask", "get", func(b *testing.B, h *harness, tasks []*scheduler.Task) {
+	{"GetTask", "get", func(b *testing.B, h *harness, tasks []*scheduler.Task, js [][]byte) {
 		createAll(b, h, tasks)
-		for _, t := range tasks { // what the raw GETs read
-			js, _ := record(t, "")
-			require.NoError(b, rawSet.call(h, t, js))
-		}
+		setRaw(b, h, tasks, js)
 	}, func(h *harness, t *scheduler.Task) error {
 		_, err := h.s.Get(context.Background(), t.ID)
 		return err
@@ -374,11 +342,13 @@ var storeCalls = []storeCall{
 		js, _ := record(t, "")
 		combo := t.Queue + ":" + t.Type
 		return emptyScript.Run(context.Background(), h.rdb,
-			[]string{h.ns + ":c", h.ns + ":o", h.ns + ":t:" + t.ID, h.ns + ":i:pending:" + combo},
+			[]string{h.ns + ":c", h.ns + ":o", h.s.taskKey(t.ID), h.ns + ":i:pending:" + combo},
 			h.ns, 1, t.ID, js, micros(t.RunAt), combo, "0").Err()
 	}, rawSet},
-	{"Start", "evalsha", createAll, startTask, rawSet},
-	{"Finish", "evalsha", func(b *testing.B, h *harness, tasks []*scheduler.Task) {
+	{"Start", "evalsha", func(b *testing.B, h *harness, tasks []*scheduler.Task, _ [][]byte) {
+		createAll(b, h, tasks)
+	}, startTask, rawSet},
+	{"Finish", "evalsha", func(b *testing.B, h *harness, tasks []*scheduler.Task, _ [][]byte) {
 		createAll(b, h, tasks)
 		for _, t := range tasks {
 			require.NoError(b, startTask(h, t))
@@ -391,6 +361,14 @@ var storeCalls = []storeCall{
 
 // emptyScript returns at once.
 var emptyScript = redis.NewScript(`return {'ok', ''}`)
+
+// setRaw stores each task's record bytes under its raw key, for the raw
+// GETs to read.
+func setRaw(b *testing.B, h *harness, tasks []*scheduler.Task, js [][]byte) {
+	for i, t := range tasks {
+		require.NoError(b, rawSet.call(h, t, js[i]))
+	}
+}
 
 func startTask(h *harness, t *scheduler.Task) error {
 	_, err := h.s.Start(context.Background(), t.ID, scheduler.StartParams{WorkerID: "bench-host-1234-abcd", Now: time.Now()})
@@ -406,7 +384,7 @@ func (c storeCall) prepare(b *testing.B, h *harness) ([]*scheduler.Task, [][]byt
 		js[i], _ = record(t, "")
 	}
 	if c.setup != nil {
-		c.setup(b, h, tasks)
+		c.setup(b, h, tasks, js)
 	}
 	return tasks, js
 }
@@ -475,9 +453,7 @@ func BenchmarkServerTime(b *testing.B) {
 		ops = append(ops, op{r.name, r.c.cmd, func(b *testing.B, h *harness) func(int) error {
 			tasks, js := storeCall{}.prepare(b, h)
 			if r.c.cmd == "get" {
-				for i, t := range tasks {
-					require.NoError(b, rawSet.call(h, t, js[i]))
-				}
+				setRaw(b, h, tasks, js)
 			}
 			return func(i int) error { return r.c.call(h, tasks[i], js[i]) }
 		}})
