@@ -69,13 +69,11 @@ func startOursDurable(transient bool) func(ctx context.Context, cfg *config, rec
 			return nil, err
 		}
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.redisAddr})
-		in, err := func() (instance, error) {
-			st, err := redisstore.New(rdb, redisstore.WithPrefix(prefix))
-			if err != nil {
-				return nil, err
-			}
-			return startOurs(ctx, cfg, rec, work, true, br, st)
-		}()
+		var in instance
+		st, err := redisstore.New(rdb, redisstore.WithPrefix(prefix))
+		if err == nil {
+			in, err = startOurs(ctx, cfg, rec, work, true, br, st)
+		}
 		if err != nil {
 			// Whatever the worker declared goes with the namespace.
 			_ = br.Close()
