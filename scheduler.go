@@ -343,7 +343,7 @@ func (s *Scheduler) Cancel(ctx context.Context, id string) error {
 	w := s.workers[t.WorkerID]
 	s.mu.Unlock()
 	if w != nil {
-		w.cancelTask(id)
+		w.cancelTask(id, t.Attempt)
 	}
 	s.log.Info("task canceled", taskFields(t)...)
 	s.emit(Event{Kind: EventCanceled, Task: t, Time: now})

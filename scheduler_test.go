@@ -308,6 +308,88 @@ func TestCancelRunningOnAnotherNode(t *testing.T) {
 	waitState(t, nodeA, id, scheduler.StateCanceled)
 }
 
+// heldNotices is a store whose heartbeats hold back the canceled tasks
+// they report until release is set.
+type heldNotices struct {
+	scheduler.Store
+	mu        sync.Mutex
+	release   bool
+	held      []string
+	delivered []string // the IDs heartbeats returned
+	after     int      // heartbeats since the first that returned IDs
+}
+
+func (s *heldNotices) Heartbeat(ctx context.Context, info scheduler.WorkerInfo, ttl time.Duration) ([]string, error) {
+	ids, err := s.Store.Heartbeat(ctx, info, ttl)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.delivered) > 0 {
+		s.after++
+	}
+	s.held = append(s.held, ids...)
+	if !s.release || len(s.held) == 0 {
+		return nil, err
+	}
+	out := s.held
+	s.held = nil
+	s.delivered = append(s.delivered, out...)
+	return out, err
+}
+
+// A cancel notice that reaches the worker only after the task was retried
+// and started there again stops nothing: it was for the earlier run.
+func TestStaleCancelNoticeSparesLaterRun(t *testing.T) {
+	t.Parallel()
+	b := membroker.New()
+	t.Cleanup(func() { _ = b.Close() })
+	s := &heldNotices{Store: memstore.New()}
+	sched, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sched.Close() })
+
+	started := make(chan int, 2)
+	finishSecond := make(chan struct{})
+	secondCause := make(chan error, 1)
+	var runs atomic.Int32
+	startWorker(t, sched, map[string]scheduler.HandlerFunc{
+		"long": func(ctx context.Context, _ *scheduler.Task) error {
+			n := int(runs.Add(1))
+			started <- n
+			if n == 1 {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			select {
+			case <-ctx.Done():
+				secondCause <- context.Cause(ctx)
+				return ctx.Err()
+			case <-finishSecond:
+				secondCause <- nil
+				return nil
+			}
+		},
+	}, scheduler.WithHeartbeatInterval(10*time.Millisecond), scheduler.WithConcurrency(1))
+	id := submit(t, sched, "long", "")
+	require.Equal(t, 1, <-started)
+	require.NoError(t, sched.Cancel(context.Background(), id)) // stops run 1 here at once
+	waitState(t, sched, id, scheduler.StateCanceled)
+	require.NoError(t, sched.Retry(context.Background(), id))
+	require.Equal(t, 2, <-started)
+
+	s.mu.Lock()
+	s.release = true
+	s.mu.Unlock()
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return slices.Contains(s.delivered, id) && s.after > 0 // the notice was returned and handled
+	}, wait, time.Millisecond, "the held cancel notice never reached the worker")
+	close(finishSecond)
+	require.NoError(t, <-secondCause, "the notice of run 1 canceled run 2")
+	got := waitState(t, sched, id, scheduler.StateSucceeded)
+	require.Equal(t, 2, got.Attempt)
+}
+
 func TestUniqueKey(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -454,6 +536,44 @@ func TestCrashedConsumerTaskIsTakenOver(t *testing.T) {
 	// The dead worker's late result is refused.
 	_, err = e.store.Finish(ctx, id, scheduler.FinishParams{Attempt: 1, State: scheduler.StateDead, Now: time.Now()})
 	require.ErrorIs(t, err, scheduler.ErrTaskFinished)
+}
+
+// lostStartReply is a store whose first Start applies but answers as if
+// the connection dropped before the reply.
+type lostStartReply struct {
+	scheduler.Store
+	lost atomic.Bool
+}
+
+func (s *lostStartReply) Start(ctx context.Context, id string, p scheduler.StartParams) (*scheduler.Task, error) {
+	t, err := s.Store.Start(ctx, id, p)
+	if err == nil && s.lost.CompareAndSwap(false, true) {
+		return nil, fmt.Errorf("read: connection reset by peer")
+	}
+	return t, err
+}
+
+// A Start whose reply was lost and whose retry is refused, because the
+// first try applied, still runs the task: its message is the only one.
+func TestLostStartReplyStillRunsTask(t *testing.T) {
+	t.Parallel()
+	b := membroker.New()
+	t.Cleanup(func() { _ = b.Close() })
+	s := &lostStartReply{Store: memstore.New()}
+	sched, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sched.Close() })
+	var runs atomic.Int32
+	startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": func(context.Context, *scheduler.Task) error {
+		runs.Add(1)
+		return nil
+	}}, scheduler.WithWorkerID("w"))
+	id := submit(t, sched, "job", "")
+	got := waitState(t, sched, id, scheduler.StateSucceeded)
+	require.True(t, s.lost.Load(), "the first Start's reply was lost")
+	require.Equal(t, 1, got.Attempt)
+	require.Equal(t, "w", got.WorkerID)
+	require.EqualValues(t, 1, runs.Load())
 }
 
 func TestManyWorkersShareTheWork(t *testing.T) {

@@ -42,8 +42,14 @@ type Worker struct {
 	running   atomic.Bool
 	startedAt time.Time
 	mu        sync.Mutex
-	inflight  map[string]context.CancelCauseFunc // running tasks by id
+	inflight  map[string]handlerRun // running tasks by id
 	nInFlight atomic.Int64
+}
+
+// handlerRun is a handler call in progress.
+type handlerRun struct {
+	cancel  context.CancelCauseFunc
+	attempt int
 }
 
 // errCanceled is the cause a canceled task's handler context carries.
@@ -106,7 +112,7 @@ func (s *Scheduler) NewWorker(opts ...WorkerOption) (*Worker, error) {
 		tlog:     log.WithOptions(zap.AddCallerSkip(1)),
 		host:     host,
 		handlers: make(map[string]HandlerFunc),
-		inflight: make(map[string]context.CancelCauseFunc),
+		inflight: make(map[string]handlerRun),
 	}, nil
 }
 
@@ -285,9 +291,16 @@ func (w *Worker) process(hard context.Context, d Delivery, sl *slot) {
 	m := d.Message()
 	log := &taskLogger{base: w.tlog, m: m}
 	start := w.s.now()
+	p := StartParams{Attempt: m.Attempt, Redelivered: d.Redelivered(), WorkerID: w.cfg.id, Now: start}
+	unsure := false // a try failed without an answer: it may have applied
 	t, err := retryStore(hard, log, func(ctx context.Context) (*Task, error) {
-		return w.s.store.Start(ctx, m.TaskID, StartParams{Attempt: m.Attempt, Redelivered: d.Redelivered(), WorkerID: w.cfg.id, Now: start})
+		t, err := w.s.store.Start(ctx, m.TaskID, p)
+		unsure = unsure || err != nil && !definite(err)
+		return t, err
 	})
+	if unsure && (errors.Is(err, ErrTaskFinished) || errors.Is(err, ErrStaleAttempt)) {
+		t, err = w.startedHere(hard, log, m.TaskID, p, err)
+	}
 	switch {
 	case errors.Is(err, ErrTaskFinished) || errors.Is(err, ErrStaleAttempt):
 		log.log(zap.DebugLevel, "dropping stale or duplicate message", zap.Int("message_attempt", m.Attempt), zap.Error(err))
@@ -338,12 +351,14 @@ func (w *Worker) run(hard context.Context, sl *slot, t *Task, d Delivery, log *t
 		defer c()
 	}
 	w.mu.Lock()
-	w.inflight[t.ID] = cancel
+	w.inflight[t.ID] = handlerRun{cancel, t.Attempt}
 	w.mu.Unlock()
 	w.nInFlight.Add(1)
 	defer func() {
 		w.mu.Lock()
-		delete(w.inflight, t.ID)
+		if r := w.inflight[t.ID]; r.attempt == t.Attempt {
+			delete(w.inflight, t.ID) // not a later attempt's, taken over here meanwhile
+		}
 		w.mu.Unlock()
 		w.nInFlight.Add(-1)
 	}()
@@ -366,14 +381,50 @@ func (w *Worker) run(hard context.Context, sl *slot, t *Task, d Delivery, log *t
 	return err, !called || err != nil && hard.Err() != nil
 }
 
-// cancelTask cancels the handler context of a task running here.
-func (w *Worker) cancelTask(id string) {
+// cancelTask cancels the handler context of a task running here at
+// attempt.
+func (w *Worker) cancelTask(id string, attempt int) {
 	w.mu.Lock()
-	c := w.inflight[id]
+	r, ok := w.inflight[id]
 	w.mu.Unlock()
-	if c != nil {
-		c(errCanceled)
+	if ok && r.attempt == attempt {
+		r.cancel(errCanceled)
 	}
+}
+
+// cancelNotice cancels the run of a task the store reported canceled to
+// this worker's heartbeat, if that run is the one canceled: a notice can
+// outlive its run, when the task was retried and started here again
+// before the heartbeat, and the later run must go on.
+func (w *Worker) cancelNotice(ctx context.Context, id string) {
+	t, err := w.s.store.Get(ctx, id)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("canceled task: could not read its state", zap.String("task_id", id), zap.Error(err))
+		}
+		return // the run's Finish is refused all the same
+	}
+	if t.State == StateCanceled {
+		w.cancelTask(id, t.Attempt)
+	}
+}
+
+// startedHere settles a Start that was refused after an earlier try failed
+// without an answer: that try may have applied, with its reply lost, and
+// then the task runs here, started at p.Now, and its message is the
+// task's only one. It returns the task if so, else refusal, or, when the
+// store cannot tell, an error that hands the message back (its redelivery
+// takes the task over).
+func (w *Worker) startedHere(hard context.Context, log *taskLogger, id string, p StartParams, refusal error) (*Task, error) {
+	t, err := retryStore(hard, log, func(ctx context.Context) (*Task, error) { return w.s.store.Get(ctx, id) })
+	switch {
+	case err != nil && !definite(err):
+		return nil, err
+	case err == nil && t.State == StateRunning && t.WorkerID == p.WorkerID && t.StartedAt.Equal(p.Now):
+		log.log(zap.InfoLevel, "a start whose reply was lost had applied: running the task")
+		return t, nil
+	}
+	return nil, refusal
 }
 
 // handBack returns an unfinished task, started at start, to its queue when
@@ -571,7 +622,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 			w.log.Error("heartbeat failed", zap.Error(err))
 		}
 		for _, id := range canceled {
-			w.cancelTask(id)
+			w.cancelNotice(ctx, id)
 		}
 		select {
 		case <-ctx.Done():
