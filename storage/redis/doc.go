@@ -31,7 +31,7 @@
 //	                                       and type, all scored 0 so they sort by ID (UUIDv7:
 //	                                       creation order)
 //	{p}:c                          set     "<queue>:<type>" pairs that have listing indexes
-//	{p}:o                          zset    outbox: IDs scored by when they entered it (µs)
+//	{p}:o                          zset    outbox: IDs scored by when they are due (µs)
 //	{p}:d                          list    finish log, for Purge: "<finish time, µs>:<id>" in the
 //	                                       order the tasks finished
 //	{p}:r                          hash    ID -> number of finish log entries a Retry left behind

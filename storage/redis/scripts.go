@@ -333,7 +333,8 @@ release(r)
 return {'ok', save(r)}
 `
 
-// retryScript: ARGV[4..5] = id, now score.
+// retryScript: ARGV[4..6] = id, now (RFC 3339), now score. The task
+// becomes due now: now is its new run_at and its outbox score.
 const retryBody = `
 local r, reply = claimLoad()
 if not r then return reply end
@@ -341,8 +342,9 @@ if r.state ~= 'dead' and r.state ~= 'canceled' then return refuse('notretryable'
 move(r, 'pending')
 r.v.m = r.v.m + r.attempt
 set(r, 'f', nil)
+set(r, 'r', ARGV[5])
 redis.call('HINCRBY', P .. ':r', r.id, 1)
-redis.call('ZADD', P .. ':o', ARGV[5], r.id)
+redis.call('ZADD', P .. ':o', ARGV[6], r.id)
 return {'ok', save(r)}
 `
 

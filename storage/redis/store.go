@@ -286,13 +286,17 @@ func (s *Store) Cancel(ctx context.Context, id string, p scheduler.CancelParams)
 		cancelRequestTTL.Milliseconds())
 }
 
-// Retry moves a dead or canceled task back to pending. See
-// scheduler.Store.
+// Retry moves a dead or canceled task back to pending, due at now: now
+// becomes its RunAt. See scheduler.Store.
 func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*scheduler.Task, error) {
 	if err := scheduler.ValidateID(id); err != nil {
 		return nil, fmt.Errorf("redisstore: retry: %w", err)
 	}
-	return s.transition(ctx, retryScript, "retry", id, id, micros(now))
+	at, err := timeString(now)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: retry %s: %w", id, err)
+	}
+	return s.transition(ctx, retryScript, "retry", id, id, at, micros(now))
 }
 
 // transition1 runs op in a batch with the starts and finishes of
@@ -385,8 +389,8 @@ func (s *Store) transition(ctx context.Context, sc *redis.Script, op, id string,
 	return s.decodeTransition(op, id, reply)
 }
 
-// Outbox returns up to limit tasks that entered the outbox before
-// `before`, oldest first.
+// Outbox returns up to limit tasks of the outbox that were due before
+// `before`, earliest first.
 func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*scheduler.Task, error) {
 	if limit <= 0 {
 		return nil, nil

@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) scheduler.Store) {
 		{"CancelRunningNotifiesWorker", testCancelRunning},
 		{"CancelOnlyUnstarted", testCancelOnlyUnstarted},
 		{"Retry", testRetry},
+		{"RetryIsDueNow", testRetryIsDueNow},
 		{"Outbox", testOutbox},
 		{"PublishedFence", testPublishedFence},
 		{"RepeatedTakeover", testRepeatedTakeover},
@@ -578,6 +579,28 @@ func testRetry(t *testing.T, s scheduler.Store) {
 	got, err = s.Retry(ctx, c.ID, base)
 	require.NoError(t, err, "canceled tasks can be retried too")
 	require.Equal(t, scheduler.StatePending, got.State)
+}
+
+// testRetryIsDueNow checks that Retry makes a task due at the retry time
+// whatever its RunAt was: a task scheduled a day ahead, canceled and then
+// retried, runs at once, not the next day.
+func testRetryIsDueNow(t *testing.T, s scheduler.Store) {
+	ctx := ctxFor(t)
+	task := newTask(t)
+	task.State, task.RunAt = scheduler.StateScheduled, base.Add(24*time.Hour)
+	create(t, s, task)
+	_, err := s.Cancel(ctx, task.ID, scheduler.CancelParams{Reason: "not needed", Now: base.Add(time.Minute)})
+	require.NoError(t, err)
+	at := base.Add(2 * time.Minute)
+	got, err := s.Retry(ctx, task.ID, at)
+	require.NoError(t, err)
+
+	want := *task
+	want.State, want.RunAt, want.LastError = scheduler.StatePending, at, "not needed"
+	requireSameTask(t, &want, got)
+	requireSameTask(t, &want, get(t, s, task.ID))
+	require.Empty(t, outboxIDs(t, s, at), "not due before the retry time")
+	require.Equal(t, []string{task.ID}, outboxIDs(t, s, at.Add(time.Millisecond)), "due at the retry time")
 }
 
 // published reports the tasks' messages (at their current attempt)
