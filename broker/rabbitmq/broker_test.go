@@ -7,6 +7,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/dtsched/scheduler"
 )
@@ -178,6 +181,40 @@ func TestGarbageGoesToDeadLetterQueue(t *testing.T) {
 	default:
 	}
 	require.NoError(t, c.Close())
+}
+
+// TestDeadLetterFailureRequeues: when the dead-letter copy of a malformed
+// message cannot be published (its dead-letter queue was deleted, so the
+// copy comes back unroutable), the message goes back to its queue after a
+// backoff rather than holding the consumer's only prefetch slot; the next
+// try declares the dead-letter queue again, and the consumer goes on.
+func TestDeadLetterFailureRequeues(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zapcore.ErrorLevel)
+	b := newTestBroker(t, amqpURL(t), WithLogger(zap.New(core)))
+	ctx := ctxT(t, 30*time.Second)
+	c, err := b.Consume(ctx, "q", 1)
+	require.NoError(t, err)
+	conn, ch := rawConn(t)
+	_, err = ch.QueueDelete(b.names.dead("q"), false, false, false)
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
+
+	rawPublish(t, b, "q", amqp.Publishing{Body: []byte("not a task"), MessageId: "garbage-1"})
+	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "good", Queue: "q"}))
+	d := recv(t, c, 10*time.Second)
+	require.Equal(t, "good", d.Message().TaskID)
+	require.NoError(t, d.Ack(ctx))
+
+	failed := logs.FilterMessageSnippet("dead-lettering failed").All()
+	require.NotEmpty(t, failed, "the first dead-lettering failed")
+	require.Contains(t, failed[0].ContextMap()["error"], ErrUnroutable.Error())
+	dl := getOne(t, b, b.names.dead("q"))
+	require.Equal(t, "garbage-1", dl.Headers[headerOriginalID])
+	require.NoError(t, c.Close())
+	n, err := b.Depth(ctx, "q")
+	require.NoError(t, err)
+	require.Zero(t, n)
 }
 
 func TestUnroutablePublishFails(t *testing.T) {

@@ -25,7 +25,8 @@ import (
 //
 // A message that is not a valid scheduler message is never handed out: it
 // is copied to the queue's dead-letter queue with the reason, acked and
-// logged.
+// logged. If the copy cannot be published, the message is returned to the
+// queue after a backoff and tried again.
 func (b *Broker) Consume(ctx context.Context, queue string, prefetch int) (scheduler.Consumer, error) {
 	if err := validateMessage(scheduler.Message{TaskID: "consume", Queue: queue}); err != nil {
 		return nil, fmt.Errorf("rabbitmq: consume: %w", err)
@@ -86,6 +87,7 @@ type consumer struct {
 	log      *zap.Logger
 	tagSeq   atomic.Uint64
 	current  atomic.Pointer[amqp.Channel] // the channel consuming now
+	failures int                          // own settlements failed in a row; run's goroutine only
 }
 
 func (c *consumer) Deliveries() <-chan scheduler.Delivery { return c.out }
@@ -249,22 +251,41 @@ func (c *consumer) opCtx() (context.Context, context.CancelFunc) {
 }
 
 // reject moves a message that is not a scheduler message to the dead-letter
-// queue and acks it. If that fails the message stays unacked and comes back
-// when the channel closes.
+// queue and acks it. If the copy cannot be published, the message goes back
+// to its queue after a backoff (requeueLater).
 func (c *consumer) reject(ch *amqp.Channel, acks *acker, ad *amqp.Delivery, reason string) {
 	c.log.Warn("dead-lettering an undecodable message", zap.String("reason", reason),
 		zap.String("message_id", ad.MessageId), zap.Int("body_bytes", len(ad.Body)))
 	ctx, cancel := c.opCtx()
 	defer cancel()
 	if err := c.b.deadLetter(ctx, c.queue, ad, reason); err != nil {
-		c.log.Error("dead-lettering failed; the message stays in its queue", zap.Error(err))
+		wait := c.requeueLater(acks, ad.DeliveryTag)
+		c.log.Error("dead-lettering failed; the message goes back to its queue",
+			zap.Duration("requeue_in", wait), zap.Error(err))
 		return
 	}
+	c.failures = 0
 	c.ackOwn(ch, acks, ad.DeliveryTag, "dead-lettering")
 }
 
+// requeueLater hands back to the queue a delivery the consumer failed to
+// settle itself, after the broker's backoff for the number of such failures
+// in a row (so that a lasting failure does not loop hot), and returns that
+// backoff. It does not wait: the acker nacks the delivery when the backoff
+// ends, unless the channel closes first, which returns the message too.
+// Left unsettled, the delivery would hold a prefetch slot, and the acker's
+// head, for as long as the channel lives.
+func (c *consumer) requeueLater(acks *acker, tag uint64) time.Duration {
+	wait := c.b.backoff(c.failures)
+	c.failures++
+	acks.requeueAfter(tag, wait)
+	return wait
+}
+
 // redelay publishes a message delivered before its not-before time (a delay
-// beyond MaxCascadeDelay) again for the time left, then acks it.
+// beyond MaxCascadeDelay) again for the time left, then acks it. If that
+// publish fails, the message goes back to its queue after a backoff
+// (requeueLater).
 func (c *consumer) redelay(ch *amqp.Channel, acks *acker, ad *amqp.Delivery, m scheduler.Message, nb time.Time) {
 	m.Delay = time.Until(nb)
 	ctx, cancel := c.opCtx()
@@ -274,9 +295,12 @@ func (c *consumer) redelay(ch *amqp.Channel, acks *acker, ad *amqp.Delivery, m s
 		o.pub.Headers = amqp.Table{headerNotBefore: nb.UnixMilli()}
 	}
 	if err := c.b.publishOutgoing(ctx, o); err != nil {
-		c.log.Warn("delaying again failed; the message stays in its queue", zap.Error(err))
+		wait := c.requeueLater(acks, ad.DeliveryTag)
+		c.log.Warn("delaying again failed; the message goes back to its queue",
+			zap.Duration("requeue_in", wait), zap.Error(err))
 		return
 	}
+	c.failures = 0
 	c.ackOwn(ch, acks, ad.DeliveryTag, "delaying again")
 }
 

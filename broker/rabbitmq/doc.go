@@ -72,9 +72,11 @@
 // it may come later by the dead-lettering latency of at most 22 hops
 // (milliseconds each on a healthy node) and by how long the work queue's
 // backlog is. One pass covers MaxCascadeDelay (about 48.5 days); a longer
-// delay carries a not-before header, and the consumer that receives it early
-// publishes it again for the time left instead of handing it out. Depth does
-// not count delayed messages.
+// delay, however long (up to the largest time.Duration, which a run time
+// centuries away saturates to), takes the longest pass and carries a
+// not-before header (now plus the delay, rounded up to the millisecond), and
+// the consumer that receives it early publishes it again for the time left
+// instead of handing it out. Depth does not count delayed messages.
 //
 // Two limits come with dead-lettering. RabbitMQ moves an expired message
 // from a classic queue to the next one without publisher confirms (at most
@@ -116,7 +118,12 @@
 // queue it was consumed from, and the priority must be 0..9. Anything else
 // is never handed to the worker: it is copied to the queue's dead-letter
 // queue with an x-scheduler-reason header, acked and logged, and the
-// consumer goes on.
+// consumer goes on. If the copy cannot be published (say the dead-letter
+// queue was deleted, so it comes back unroutable; the next try declares the
+// queue again), the message is logged and returned to its queue with
+// basic.nack after a backoff (WithReconnectBackoff, growing while such
+// failures follow each other), without holding up the consumer meanwhile;
+// the same goes for a message the consumer fails to delay again.
 //
 // # Consuming, prefetch and priority
 //

@@ -69,13 +69,14 @@ func deliverPattern(queue string) string {
 	return strings.Repeat("*.", delayLevels) + queue
 }
 
-// delaySeconds rounds d up to whole seconds, capped at the cascade's reach.
+// delaySeconds rounds d up to whole seconds, capped at the cascade's reach:
+// any d beyond MaxCascadeDelay, however long, gives the cascade's longest
+// delay and capped true.
 func delaySeconds(d time.Duration) (secs int64, capped bool) {
-	secs = int64((d + time.Second - 1) / time.Second)
-	if max := int64(MaxCascadeDelay / time.Second); secs > max {
-		return max, true
+	if d > MaxCascadeDelay {
+		return int64(MaxCascadeDelay / time.Second), true
 	}
-	return secs, false
+	return int64((d + time.Second - 1) / time.Second), false
 }
 
 func (b *Broker) workArgs() amqp.Table {

@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +116,62 @@ func TestCascadeRouting(t *testing.T) {
 	require.True(t, capped)
 	require.Equal(t, int64(MaxCascadeDelay/time.Second), secs)
 	require.GreaterOrEqual(t, MaxCascadeDelay, 30*24*time.Hour)
+}
+
+// TestHugeDelayIsCapped: a delay too long for one pass of the cascade, up
+// to the largest Duration (what a RunAt centuries away saturates to), takes
+// the longest pass and carries a not-before header no earlier than now plus
+// the delay; the delays around the cap are as before.
+func TestHugeDelayIsCapped(t *testing.T) {
+	t.Parallel()
+	b := &Broker{names: names{prefix: "p"}}
+	now := time.Now()
+	maxSecs := int64(MaxCascadeDelay / time.Second)
+	for name, d := range map[string]time.Duration{
+		"max int64":          math.MaxInt64,
+		"500 years":          max(now.AddDate(500, 0, 0).Sub(now), 0), // as the scheduler computes it
+		"200 years":          200 * 365 * 24 * time.Hour,
+		"a second below max": math.MaxInt64 - time.Second + 1,
+		"cap + 1 ns":         MaxCascadeDelay + time.Nanosecond,
+		"cap + 1 s":          MaxCascadeDelay + time.Second,
+		"cap + 1.5 ms":       MaxCascadeDelay + 1500*time.Microsecond,
+		"max int64 - 1 ns":   math.MaxInt64 - 1,
+	} {
+		secs, capped := delaySeconds(d)
+		require.True(t, capped, name)
+		require.Equal(t, maxSecs, secs, name)
+
+		o := b.encode(scheduler.Message{TaskID: "t", Queue: "q", Delay: d}, now)
+		require.Equal(t, delayKey(maxSecs, "q"), o.key, name)
+		ms, ok := o.pub.Headers[headerNotBefore].(int64)
+		require.True(t, ok, "%s: not-before header missing", name)
+		due := now.Add(d)
+		require.False(t, time.UnixMilli(ms).Before(due), "%s: not-before %v earlier than %v", name, time.UnixMilli(ms), due)
+		require.Less(t, time.UnixMilli(ms).Sub(due), time.Millisecond, name)
+		nb, ok := notBefore(&amqp.Delivery{Headers: o.pub.Headers})
+		require.True(t, ok, name)
+		require.Positive(t, time.Until(nb), name)
+	}
+	require.Equal(t, int64(math.MaxInt64), notBeforeMillis(time.UnixMilli(math.MaxInt64-5), time.Second),
+		"saturates instead of wrapping")
+
+	// Up to the cap: rounded up to whole seconds, no header.
+	for d, want := range map[time.Duration]int64{
+		MaxCascadeDelay:                   maxSecs,
+		MaxCascadeDelay - time.Nanosecond: maxSecs,
+		MaxCascadeDelay - time.Second:     maxSecs - 1,
+		MaxCascadeDelay - time.Second + 1: maxSecs,
+		time.Nanosecond:                   1,
+		time.Second:                       1,
+		time.Second + time.Nanosecond:     2,
+	} {
+		secs, capped := delaySeconds(d)
+		require.False(t, capped, d)
+		require.Equal(t, want, secs, d)
+		o := b.encode(scheduler.Message{TaskID: "t", Queue: "q", Delay: d}, now)
+		require.Equal(t, delayKey(want, "q"), o.key, d)
+		require.NotContains(t, o.pub.Headers, headerNotBefore, d)
+	}
 }
 
 func TestDecodeIsStrict(t *testing.T) {

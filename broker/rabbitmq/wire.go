@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -190,6 +191,21 @@ func notBefore(d *amqp.Delivery) (time.Time, bool) {
 	return time.UnixMilli(v), true
 }
 
+// notBeforeMillis returns the Unix time in milliseconds before which a
+// message delayed by d at now must not be delivered: now+d rounded up to a
+// whole millisecond, or math.MaxInt64 where that does not fit in an int64.
+// It cannot overflow, however long d is; a negative d counts as 0.
+func notBeforeMillis(now time.Time, d time.Duration) int64 {
+	d = max(d, 0)
+	base := now.UnixMilli()
+	frac := now.Sub(time.UnixMilli(base)) // 0 <= frac < 1 ms
+	ms := int64(d/time.Millisecond) + int64((d%time.Millisecond+frac+time.Millisecond-1)/time.Millisecond)
+	if base > math.MaxInt64-ms {
+		return math.MaxInt64
+	}
+	return base + ms
+}
+
 // outgoing is one message ready to publish.
 type outgoing struct {
 	queue    string // scheduler queue name (for declaration)
@@ -222,7 +238,7 @@ func (b *Broker) encode(m scheduler.Message, now time.Time) outgoing {
 		o.exchange = b.names.delay(delayLevels - 1)
 		o.key = delayKey(secs, m.Queue)
 		if capped {
-			o.pub.Headers = amqp.Table{headerNotBefore: now.Add(m.Delay + time.Millisecond - 1).UnixMilli()}
+			o.pub.Headers = amqp.Table{headerNotBefore: notBeforeMillis(now, m.Delay)}
 		}
 	}
 	return o
