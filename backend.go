@@ -88,6 +88,10 @@ type Consumer interface {
 type Delivery interface {
 	// Message returns the delivered message.
 	Message() Message
+	// ID identifies this copy of the message: the same on every delivery
+	// of it, different for every publish, even of the same Message. Empty
+	// when the broker cannot tell (a message published by something else).
+	ID() string
 	// Redelivered reports whether the message was delivered before and not
 	// settled (its consumer went away, or it was requeued).
 	Redelivered() bool
@@ -135,9 +139,11 @@ type Store interface {
 	// (pending, scheduled or retrying) with Attempt == p.Attempt; the store
 	// then remembers p.Attempt as the attempt of the message driving the
 	// task. For a redelivered message it also succeeds when the task is
-	// running or pending (handed back) and p.Attempt is the attempt of the
-	// message that drives it: the previous holder lost that message, so the
-	// new one takes over (however many times that happens). Attempt then
+	// running or pending (handed back) and the message is the one that
+	// drives it: p.Attempt is that message's attempt and p.MessageID its ID
+	// (unless either ID is empty). The previous holder lost that message,
+	// so the new one takes over (however many times that happens); a
+	// redelivered duplicate of the message never does. Attempt then
 	// grows by one, which fences the previous holder out, and the task
 	// leaves the outbox (its message evidently arrived). Otherwise Start
 	// fails with ErrTaskFinished (terminal) or ErrStaleAttempt (the message
@@ -200,6 +206,7 @@ type Store interface {
 type StartParams struct {
 	Attempt     int       // Message.Attempt of the delivery
 	Redelivered bool      // Delivery.Redelivered
+	MessageID   string    // Delivery.ID
 	WorkerID    string    // the worker taking the task
 	Now         time.Time // becomes StartedAt
 }

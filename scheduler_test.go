@@ -576,6 +576,74 @@ func TestLostStartReplyStillRunsTask(t *testing.T) {
 	require.EqualValues(t, 1, runs.Load())
 }
 
+// startLog is a store that records the outcome of every Start by worker.
+type startLog struct {
+	scheduler.Store
+	mu sync.Mutex
+	by map[string][]error
+}
+
+func (s *startLog) Start(ctx context.Context, id string, p scheduler.StartParams) (*scheduler.Task, error) {
+	t, err := s.Store.Start(ctx, id, p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.by == nil {
+		s.by = map[string][]error{}
+	}
+	s.by[p.WorkerID] = append(s.by[p.WorkerID], err)
+	return t, err
+}
+
+func (s *startLog) of(worker string) []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.by[worker])
+}
+
+// A second copy of a task's message, redelivered because the process that
+// received it went away, does not take over the task running fine under
+// the first copy: the task does not run twice at once.
+func TestRedeliveredDuplicateDoesNotTakeOver(t *testing.T) {
+	t.Parallel()
+	b, s := membroker.New(), &startLog{Store: memstore.New()}
+	t.Cleanup(func() { _ = b.Close() })
+	sched, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sched.Close() })
+	ctx := context.Background()
+	release := make(chan struct{})
+	started := make(chan string, 4)
+	h := func(ctx context.Context, t *scheduler.Task) error {
+		started <- t.WorkerID
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": h}, scheduler.WithWorkerID("x"), scheduler.WithConcurrency(1))
+	id := submit(t, sched, "job", "")
+	require.Equal(t, "x", <-started)
+
+	// A duplicate of the message (as the sweep publishes for a task that
+	// waited long) reaches a process that dies before settling it.
+	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: id, Queue: scheduler.DefaultQueue, Priority: scheduler.PriorityDefault}))
+	c, err := b.Consume(ctx, scheduler.DefaultQueue, 1)
+	require.NoError(t, err)
+	d := <-c.Deliveries()
+	require.Equal(t, id, d.Message().TaskID)
+	require.NoError(t, c.Close())
+
+	startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": h}, scheduler.WithWorkerID("z"))
+	require.Eventually(t, func() bool { return len(s.of("z")) > 0 }, wait, time.Millisecond, "worker z never got the redelivered duplicate")
+	require.ErrorIs(t, s.of("z")[0], scheduler.ErrStaleAttempt, "the duplicate took the running task over")
+	close(release)
+	got := waitState(t, sched, id, scheduler.StateSucceeded)
+	require.Equal(t, "x", got.WorkerID)
+	require.Equal(t, 1, got.Attempt)
+	require.Empty(t, started, "the handler ran once")
+}
+
 func TestManyWorkersShareTheWork(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -291,7 +291,7 @@ func (w *Worker) process(hard context.Context, d Delivery, sl *slot) {
 	m := d.Message()
 	log := &taskLogger{base: w.tlog, m: m}
 	start := w.s.now()
-	p := StartParams{Attempt: m.Attempt, Redelivered: d.Redelivered(), WorkerID: w.cfg.id, Now: start}
+	p := StartParams{Attempt: m.Attempt, Redelivered: d.Redelivered(), MessageID: d.ID(), WorkerID: w.cfg.id, Now: start}
 	unsure := false // a try failed without an answer: it may have applied
 	t, err := retryStore(hard, log, func(ctx context.Context) (*Task, error) {
 		t, err := w.s.store.Start(ctx, m.TaskID, p)

@@ -39,6 +39,7 @@ func Run(t *testing.T, newBroker func(t *testing.T) scheduler.Broker) {
 		{"Delay", testDelay},
 		{"Requeue", testRequeue},
 		{"RedeliverOnClose", testRedeliverOnClose},
+		{"DeliveryID", testDeliveryID},
 		{"Prefetch", testPrefetch},
 		{"DeadLetter", testDeadLetter},
 		{"SettleOnce", testSettleOnce},
@@ -233,6 +234,36 @@ func testRedeliverOnClose(t *testing.T, b scheduler.Broker) {
 	require.True(t, d.Redelivered())
 	ack(t, d)
 	requireNothing(t, c2, "an acknowledged message never comes back")
+}
+
+// testDeliveryID checks that every publish, even of the same Message,
+// makes a copy with an ID of its own, which it keeps when requeued or
+// redelivered after its consumer closed.
+func testDeliveryID(t *testing.T, b scheduler.Broker) {
+	m := msg(t, "work", 5)
+	publish(t, b, m)
+	publish(t, b, m)
+	c1 := consume(t, b, "work", 2)
+	d1, d2 := receive(t, c1), receive(t, c1)
+	require.NotEmpty(t, d1.ID())
+	require.NotEqual(t, d1.ID(), d2.ID(), "two publishes of one Message are two copies")
+	id1, id2 := d1.ID(), d2.ID()
+
+	require.NoError(t, d1.Requeue(ctxFor(t)))
+	again := receive(t, c1)
+	require.True(t, again.Redelivered())
+	require.Equal(t, id1, again.ID(), "a requeued copy keeps its ID")
+	require.NoError(t, c1.Close())
+
+	c2 := consume(t, b, "work", 2)
+	seen := map[string]bool{}
+	for range 2 {
+		d := receive(t, c2)
+		require.True(t, d.Redelivered())
+		seen[d.ID()] = true
+		ack(t, d)
+	}
+	require.Equal(t, map[string]bool{id1: true, id2: true}, seen, "copies redelivered after their consumer closed keep their IDs")
 }
 
 func testPrefetch(t *testing.T, b scheduler.Broker) {

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -57,6 +58,7 @@ func New() *Broker {
 // state of its consumers; cond wakes consumers when a message is ready or a prefetch
 // slot frees.
 type queue struct {
+	name   string
 	mu     sync.Mutex
 	cond   *sync.Cond
 	ready  readySet
@@ -134,7 +136,7 @@ func (b *Broker) queue(name string) (*queue, error) {
 	}
 	q, ok := b.queues[name]
 	if !ok {
-		q = &queue{}
+		q = &queue{name: name}
 		q.cond = sync.NewCond(&q.mu)
 		b.queues[name] = q
 	}
@@ -412,6 +414,10 @@ var errSettled = errors.New("membroker: delivery already settled or its consumer
 
 func (d *delivery) Message() scheduler.Message { return d.item.msg }
 func (d *delivery) Redelivered() bool          { return d.item.redelivered }
+
+// ID is the queue's name and the message's sequence number, which it
+// keeps when requeued.
+func (d *delivery) ID() string { return d.c.q.name + "#" + strconv.FormatUint(d.item.seq, 10) }
 
 // settle removes d from its consumer's unsettled set.
 func (d *delivery) settle() error {

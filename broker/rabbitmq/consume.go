@@ -330,6 +330,10 @@ type delivery struct {
 func (d *delivery) Message() scheduler.Message { return d.msg }
 func (d *delivery) Redelivered() bool          { return d.redelivered }
 
+// ID is the message-id property, which Publish sets anew for every copy it
+// sends and RabbitMQ keeps on redelivery (and through the delay cascade).
+func (d *delivery) ID() string { return d.raw.MessageId }
+
 // begin claims the right to settle d.
 func (d *delivery) begin(ctx context.Context, op string) error {
 	if !d.state.CompareAndSwap(0, 1) {

@@ -59,8 +59,9 @@ type shard struct {
 
 // record is a stored task.
 type record struct {
-	task    scheduler.Task
-	driving int // attempt of the message driving the task (see Start)
+	task      scheduler.Task
+	driving   int    // attempt of the message driving the task (see Start)
+	drivingID string // its ID, when the broker gives one
 	// The task is in the outbox, due at its RunAt, while queued; the
 	// outbox entry of gen is its current one.
 	queued bool
@@ -305,14 +306,14 @@ func (s *Store) Start(ctx context.Context, id string, p scheduler.StartParams) (
 	t := &r.task
 	fresh := t.State.Waiting() && t.Attempt == p.Attempt
 	takeover := p.Redelivered && (t.State == scheduler.StateRunning || t.State == scheduler.StatePending) &&
-		t.Attempt > p.Attempt && r.driving == p.Attempt
+		t.Attempt > p.Attempt && r.driving == p.Attempt && (r.drivingID == "" || p.MessageID == "" || r.drivingID == p.MessageID)
 	if !fresh && !takeover {
 		err := fmt.Errorf("%w: %s is %s at attempt %d, message for attempt %d", scheduler.ErrStaleAttempt, id, t.State, t.Attempt, p.Attempt)
 		sh.mu.Unlock()
 		return nil, err
 	}
 	s.setState(sh, r, scheduler.StateRunning)
-	r.driving = p.Attempt
+	r.driving, r.drivingID = p.Attempt, p.MessageID
 	t.Attempt++
 	t.StartedAt = p.Now
 	t.WorkerID = p.WorkerID

@@ -342,10 +342,10 @@ func TestRetriedTransitionBatch(t *testing.T) {
 		h.create(t, c)
 		h.start(t, c.ID)
 		ops := []transitionOp{
-			{kind: "s", name: "start", id: a.ID, args: []any{0, "0", "w1", "2026-01-02T03:04:05Z"}},
-			{kind: "s", name: "start", id: b.ID, args: []any{5, "0", "w1", "2026-01-02T03:04:05Z"}}, // stale
+			{kind: "s", name: "start", id: a.ID, args: []any{0, "0", "w1", "2026-01-02T03:04:05Z", ""}},
+			{kind: "s", name: "start", id: b.ID, args: []any{5, "0", "w1", "2026-01-02T03:04:05Z", ""}}, // stale
 			{kind: "f", name: "finish", id: c.ID, args: []any{1, "succeeded", "", "", "", 0, "2026-01-02T03:04:05Z", "1767323045000000", "1767323045000000"}},
-			{kind: "s", name: "start", id: a.ID, args: []any{0, "0", "w2", "2026-01-02T03:04:05Z"}}, // duplicate: stale
+			{kind: "s", name: "start", id: a.ID, args: []any{0, "0", "w2", "2026-01-02T03:04:05Z", ""}}, // duplicate: stale
 		}
 		armed.Store(true)
 		res, err := h.s.transitionBatch(ctx, ops)

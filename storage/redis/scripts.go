@@ -50,7 +50,7 @@ end
 const luaRecord = `
 local VALID = {}
 for _, st in ipairs(STATES) do VALID[st] = true end
-local HEAD = {'t', 'q', 'p', 's', 'a', 'm', 'to', 'r', 'c', 'b', 'f', 'e', 'w', 'u', 'sc', 'tk', 'ma'}
+local HEAD = {'t', 'q', 'p', 's', 'a', 'm', 'to', 'r', 'c', 'b', 'f', 'e', 'w', 'u', 'sc', 'tk', 'ma', 'mi'}
 local KNOWN = {}
 for _, k in ipairs(HEAD) do KNOWN[k] = true end
 local INT = {p = true, a = true, m = true, ma = true}
@@ -207,23 +207,26 @@ return {st, table.concat(res, ',')}
 `
 
 // luaStart moves a task to running for a message: id, the message's
-// attempt, redelivered ('0'/'1'), worker ID, now (RFC 3339). The record's
-// "ma" member (msg_attempt, not part of scheduler.Task; missing means 0) is the attempt of the
-// message driving the task: set by a fresh start, it lets a redelivery of
-// that message, and only of that message, take the task over any number
-// of times. Returns 'ok' and the new record, or why it refused.
+// attempt, redelivered ('0'/'1'), worker ID, now (RFC 3339), the message's
+// ID (may be empty). The record's "ma" member (msg_attempt, not part of
+// scheduler.Task; missing means 0) and "mi" member (its ID; missing means
+// unknown) name the message driving the task: set by a start, they let a
+// redelivery of that message, and only of that message, take the task
+// over any number of times. Returns 'ok' and the new record, or why it
+// refused.
 const luaStart = `
-local function startOp(id, a, redelivered, worker, now)
+local function startOp(id, a, redelivered, worker, now, mid)
   local r, err = load(id)
   if not r then return err end
   if TERMINAL[r.state] then return 'finished' end
   local fresh = WAITING[r.state] and r.attempt == a
   local takeover = redelivered == '1' and (r.state == 'running' or r.state == 'pending') and r.attempt > a
-    and (tonumber(r.v.ma) or 0) == a
+    and (tonumber(r.v.ma) or 0) == a and (type(r.v.mi) ~= 'string' or mid == '' or r.v.mi == mid)
   if not fresh and not takeover then return 'stale' end
   move(r, 'running')
   r.v.ma = a
   if a == 0 then r.v.ma = nil end
+  set(r, 'mi', mid)
   r.v.a = r.attempt + 1
   set(r, 'b', now)
   set(r, 'w', worker)
@@ -260,7 +263,7 @@ end
 
 // transitionsBody runs a batch of starts and finishes, each fenced on its
 // own exactly as if it ran alone, in order: ARGV[4] = n, then per
-// transition 's' and the 5 arguments of luaStart, or 'f' and the 10 of
+// transition 's' and the 6 arguments of luaStart, or 'f' and the 10 of
 // luaFinish. Replies {status, record, ...}, one pair per transition: 'ok'
 // and the new record, or the reason it was refused and an empty string. The batch
 // records the status of each transition under its token; a replayed batch
@@ -283,7 +286,7 @@ if prev then
       out[#out + 1] = sts[k] or 'stale'
       out[#out + 1] = ''
     end
-    if kind == 's' then i = i + 6 else i = i + 11 end
+    if kind == 's' then i = i + 7 else i = i + 11 end
   end
   return out
 end
@@ -291,8 +294,8 @@ local sts = {}
 for k = 1, n do
   local st, rec
   if ARGV[i] == 's' then
-    st, rec = startOp(ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
-    i = i + 6
+    st, rec = startOp(ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
+    i = i + 7
   else
     st, rec = finishOp(ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
       tonumber(ARGV[i + 7]), ARGV[i + 8], ARGV[i + 9], ARGV[i + 10])

@@ -235,7 +235,7 @@ func (s *Store) Start(ctx context.Context, id string, p scheduler.StartParams) (
 		return nil, fmt.Errorf("redisstore: start %s: %w", id, err)
 	}
 	return s.transition1(ctx, transitionOp{kind: "s", name: "start", id: id,
-		args: []any{p.Attempt, flag(p.Redelivered), stored(p.WorkerID), now}})
+		args: []any{p.Attempt, flag(p.Redelivered), stored(p.WorkerID), now, stored(p.MessageID)}})
 }
 
 // Finish records the outcome of a running attempt. See scheduler.Store.

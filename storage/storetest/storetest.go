@@ -56,6 +56,7 @@ func Run(t *testing.T, newStore func(t *testing.T) scheduler.Store) {
 		{"PublishedFence", testPublishedFence},
 		{"RepeatedTakeover", testRepeatedTakeover},
 		{"OldMessageCannotTakeOver", testOldMessageCannotTakeOver},
+		{"DuplicateCannotTakeOver", testDuplicateCannotTakeOver},
 		{"List", testList},
 		{"ListPagination", testListPagination},
 		{"Counts", testCounts},
@@ -676,6 +677,31 @@ func testOldMessageCannotTakeOver(t *testing.T, s scheduler.Store) {
 	got, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 1, Redelivered: true, WorkerID: "w3", Now: base})
 	require.NoError(t, err, "the retry message, redelivered, does")
 	require.Equal(t, second.Attempt+1, got.Attempt)
+}
+
+func testDuplicateCannotTakeOver(t *testing.T, s scheduler.Store) {
+	ctx := ctxFor(t)
+	task := newTask(t)
+	create(t, s, task)
+	first, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, MessageID: "m1", WorkerID: "w1", Now: base})
+	require.NoError(t, err)
+	// A second copy of the message (the sweep published it again, say),
+	// redelivered because its consumer went away, finds the task running
+	// fine under the first copy.
+	_, err = s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, Redelivered: true, MessageID: "m2", WorkerID: "w2", Now: base})
+	require.ErrorIs(t, err, scheduler.ErrStaleAttempt, "a redelivered duplicate does not take over")
+	require.Equal(t, "w1", get(t, s, task.ID).WorkerID)
+
+	// The first copy, redelivered, does; and then only it again.
+	second, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, Redelivered: true, MessageID: "m1", WorkerID: "w3", Now: base})
+	require.NoError(t, err)
+	require.Equal(t, first.Attempt+1, second.Attempt)
+	_, err = s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, Redelivered: true, MessageID: "m2", WorkerID: "w2", Now: base})
+	require.ErrorIs(t, err, scheduler.ErrStaleAttempt)
+	// A message whose broker gives no ID is matched by its attempt alone.
+	third, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 0, Redelivered: true, WorkerID: "w4", Now: base})
+	require.NoError(t, err)
+	require.Equal(t, second.Attempt+1, third.Attempt)
 }
 
 func sortedIDs(ts ...*scheduler.Task) []string {
