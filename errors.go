@@ -18,6 +18,10 @@ var (
 	// ErrInvalidTask: a field of the task is out of its limits. The error is
 	// a *ValidationError naming the field. Nothing was stored.
 	ErrInvalidTask = errors.New("scheduler: invalid task")
+	// ErrCorruptTask: the store holds something under the task's ID that
+	// it cannot read as a task (something else wrote it). A worker
+	// dead-letters the task's messages instead of retrying.
+	ErrCorruptTask = errors.New("scheduler: unreadable task record")
 	// ErrInvalidOption: a Scheduler, Worker or backend option is out of range.
 	ErrInvalidOption = errors.New("scheduler: invalid option")
 	// ErrClosed: the Scheduler, Worker or backend was closed.

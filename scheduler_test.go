@@ -198,6 +198,39 @@ func TestNoHandler(t *testing.T) {
 	require.Contains(t, got.LastError, `no handler for task type "unknown.type"`)
 }
 
+// unreadable is a store that reads the tasks in bad as records something
+// else wrote.
+type unreadable struct {
+	scheduler.Store
+	bad sync.Map
+}
+
+func (s *unreadable) Start(ctx context.Context, id string, p scheduler.StartParams) (*scheduler.Task, error) {
+	if _, ok := s.bad.Load(id); ok {
+		return nil, fmt.Errorf("store: record of %s: %w", id, scheduler.ErrCorruptTask)
+	}
+	return s.Store.Start(ctx, id, p)
+}
+
+// A message whose task record cannot be read is dead-lettered at once,
+// not retried while it holds a worker slot.
+func TestUnreadableTaskIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	b, s := membroker.New(), &unreadable{Store: memstore.New()}
+	t.Cleanup(func() { _ = b.Close() })
+	sched, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sched.Close() })
+	bad := submit(t, sched, "job", "")
+	s.bad.Store(bad, true)
+	startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": ok}, scheduler.WithConcurrency(1))
+	require.Eventually(t, func() bool { return len(b.DeadLetters()) == 1 }, wait, time.Millisecond)
+	require.Equal(t, bad, b.DeadLetters()[0].Message.TaskID)
+	require.Contains(t, b.DeadLetters()[0].Reason, "unreadable task record")
+	good := submit(t, sched, "job", "")
+	waitState(t, sched, good, scheduler.StateSucceeded) // the one slot is free
+}
+
 func TestSnooze(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}

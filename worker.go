@@ -306,8 +306,8 @@ func (w *Worker) process(hard context.Context, d Delivery, sl *slot) {
 		log.log(zap.DebugLevel, "dropping stale or duplicate message", zap.Int("message_attempt", m.Attempt), zap.Error(err))
 		w.settle(d, log, d.Ack)
 		return
-	case errors.Is(err, ErrTaskNotFound) || errors.Is(err, ErrInvalidTask):
-		log.log(zap.WarnLevel, "message for an unknown task: dead-lettering it", zap.Error(err))
+	case errors.Is(err, ErrTaskNotFound) || errors.Is(err, ErrInvalidTask) || errors.Is(err, ErrCorruptTask):
+		log.log(zap.WarnLevel, "message for an unknown or unreadable task: dead-lettering it", zap.Error(err))
 		w.settle(d, log, func(ctx context.Context) error { return d.DeadLetter(ctx, err.Error()) })
 		return
 	case err != nil:
@@ -475,6 +475,11 @@ func (w *Worker) finish(hard context.Context, t *Task, d Delivery, herr error, r
 			w.settle(d, log, d.Ack)
 			return
 		}
+		if errors.Is(err, ErrTaskNotFound) || errors.Is(err, ErrCorruptTask) {
+			log.log(zap.ErrorLevel, "attempt outcome discarded: the task is gone or unreadable; dead-lettering its message", zap.String("outcome", string(p.State)), zap.Error(err))
+			w.settle(d, log, func(ctx context.Context) error { return d.DeadLetter(ctx, err.Error()) })
+			return
+		}
 		log.log(zap.ErrorLevel, "could not store the attempt's outcome; the message will be redelivered", zap.Error(err))
 		return // unsettled: closing the consumer requeues it
 	}
@@ -596,7 +601,7 @@ func retryStore(stop context.Context, log *taskLogger, op func(context.Context) 
 // definite reports whether err is an answer from the store rather than a
 // failure to reach it.
 func definite(err error) bool {
-	for _, e := range []error{ErrTaskNotFound, ErrTaskFinished, ErrStaleAttempt, ErrInvalidTask, ErrNotRetryable, ErrClosed} {
+	for _, e := range []error{ErrTaskNotFound, ErrTaskFinished, ErrStaleAttempt, ErrInvalidTask, ErrCorruptTask, ErrNotRetryable, ErrClosed} {
 		if errors.Is(err, e) {
 			return true
 		}

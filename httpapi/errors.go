@@ -32,7 +32,7 @@ const (
 	CodeBodyTooLarge         = "body_too_large"         // 413: the body is over the limit
 	CodeIdempotencyKeyReused = "idempotency_key_reused" // 422: the Idempotency-Key was used for a different request
 	CodeUnsupportedMediaType = "unsupported_media_type" // 415: the body is not application/json
-	CodeInternal             = "internal"               // 500: a bug; the server logged it
+	CodeInternal             = "internal"               // 500: a bug or an unreadable task record; the server logged it
 	CodeBackendUnavailable   = "backend_unavailable"    // 503: the broker or store did not answer
 	CodeUnavailable          = "unavailable"            // 503: the scheduler is closed
 	CodeUnhealthy            = "unhealthy"              // 503: from /healthz: a backend is down
@@ -94,6 +94,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, errorDetail{Code: CodeNotRetryable, Message: "only a dead or canceled task can be retried"})
 	case errors.Is(err, scheduler.ErrStaleAttempt):
 		writeError(w, http.StatusConflict, errorDetail{Code: CodeConflict, Message: "the task changed meanwhile; read it and try again"})
+	case errors.Is(err, scheduler.ErrCorruptTask):
+		h.log.Error("unreadable task record", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		writeError(w, http.StatusInternalServerError, errorDetail{Code: CodeInternal, Message: "the task's stored record is unreadable; it was logged"})
 	case errors.Is(err, scheduler.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, errorDetail{Code: CodeUnavailable, Message: "the scheduler is closed"})
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -276,6 +277,29 @@ type slowStore struct{ scheduler.Store }
 func (slowStore) Get(ctx context.Context, _ string) (*scheduler.Task, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
+}
+
+// corruptStore reads every task as a record something else wrote.
+type corruptStore struct{ scheduler.Store }
+
+func (corruptStore) Get(_ context.Context, id string) (*scheduler.Task, error) {
+	return nil, fmt.Errorf("store: record of %s: %w", id, scheduler.ErrCorruptTask)
+}
+
+func TestUnreadableTaskGives500(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zapcore.ErrorLevel)
+	b := membroker.New()
+	defer b.Close()
+	sched, err := scheduler.New(b, corruptStore{memstore.New()})
+	require.NoError(t, err)
+	defer sched.Close()
+	h, err := httpapi.New(sched, httpapi.WithLogger(zap.New(core)))
+	require.NoError(t, err)
+	res := do(t, h, http.MethodGet, "/status/01a21e00-a091-7c40-a771-98bcbd57b66a", nil)
+	require.Equal(t, http.StatusInternalServerError, res.code)
+	require.Equal(t, httpapi.CodeInternal, res.errorCode(t))
+	require.Equal(t, 1, logs.FilterMessage("unreadable task record").Len())
 }
 
 func TestBackendDownGives503(t *testing.T) {

@@ -9,7 +9,8 @@ import (
 
 // CorruptRecordError reports a key of the store's namespace whose value is
 // not a task record this store can read (not JSON, not a task, or not a
-// string), typically because something else wrote it.
+// string), typically because something else wrote it. errors.Is(err,
+// scheduler.ErrCorruptTask) is true for it.
 type CorruptRecordError struct {
 	Key string // the Redis key
 	Err error  // the decoding error, if any
@@ -24,6 +25,9 @@ func (e *CorruptRecordError) Error() string {
 
 // Unwrap returns the decoding error.
 func (e *CorruptRecordError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, scheduler.ErrCorruptTask) true.
+func (e *CorruptRecordError) Is(target error) bool { return target == scheduler.ErrCorruptTask }
 
 // errReplyShape reports a script reply this package does not understand.
 var errReplyShape = errors.New("redisstore: unexpected script reply")

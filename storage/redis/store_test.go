@@ -173,6 +173,7 @@ func TestCorruptRecord(t *testing.T) {
 			require.Contains(t, err.Error(), key)
 			_, err = h.s.Start(ctx, task.ID, scheduler.StartParams{Now: now()})
 			require.ErrorAs(t, err, &ce, bad)
+			require.ErrorIs(t, err, scheduler.ErrCorruptTask, bad)
 			require.Contains(t, err.Error(), key)
 			_, err = h.s.List(ctx, scheduler.ListFilter{})
 			require.ErrorAs(t, err, &ce, bad)
