@@ -140,7 +140,7 @@ func (b *Broker) Close() error {
 		_ = c.Close()
 	}
 	if s != nil {
-		_ = s.conn.Close()
+		s.close()
 	}
 	b.wg.Wait()
 	return nil
@@ -231,7 +231,7 @@ func (b *Broker) supervise(s *session) {
 		select {
 		case <-s.done:
 		case <-b.closing:
-			_ = s.conn.Close() // Close may have missed a session set meanwhile
+			s.close() // Close may have missed a session set meanwhile
 			<-s.done
 			return
 		}
@@ -254,7 +254,7 @@ func (b *Broker) supervise(s *session) {
 		closed := b.closed
 		b.mu.Unlock()
 		if closed {
-			_ = s.conn.Close()
+			s.close()
 			<-s.done
 			return
 		}
@@ -307,23 +307,21 @@ func (b *Broker) dial(ctx context.Context) (*session, error) {
 	for i := range b.urls {
 		idx := (b.urlIdx + i) % len(b.urls)
 		u := b.urls[idx]
-		conn, err := amqp.DialConfig(u, amqp.Config{
-			Heartbeat: b.opts.heartbeat,
-			Locale:    "en_US",
-			Properties: amqp.Table{
-				"connection_name": b.opts.connName,
-				"product":         "github.com/dtsched/scheduler",
-			},
-			Dial: ctxDialer(ctx),
-		})
+		conn, err := b.dialConn(ctx, u, b.opts.connName)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", redact(u), err))
 			continue
 		}
-		b.urlIdx = (idx + 1) % len(b.urls)
-		s := b.newSession(conn, u)
-		if err := s.restore(); err != nil {
+		cconn, err := b.dialConn(ctx, u, b.opts.connName+consumeSuffix)
+		if err != nil {
 			_ = conn.Close()
+			errs = append(errs, fmt.Errorf("%s: %w", redact(u), err))
+			continue
+		}
+		b.urlIdx = (idx + 1) % len(b.urls)
+		s := b.newSession(conn, cconn, u)
+		if err := s.restore(); err != nil {
+			s.close()
 			<-s.done
 			errs = append(errs, fmt.Errorf("%s: restoring topology: %w", redact(u), err))
 			continue
@@ -331,6 +329,23 @@ func (b *Broker) dial(ctx context.Context) (*session, error) {
 		return s, nil
 	}
 	return nil, fmt.Errorf("rabbitmq: connect: %w", errors.Join(errs...))
+}
+
+// consumeSuffix ends the connection_name of a session's consuming
+// connection.
+const consumeSuffix = " (consume)"
+
+// dialConn opens one AMQP connection to u named name.
+func (b *Broker) dialConn(ctx context.Context, u, name string) (*amqp.Connection, error) {
+	return amqp.DialConfig(u, amqp.Config{
+		Heartbeat: b.opts.heartbeat,
+		Locale:    "en_US",
+		Properties: amqp.Table{
+			"connection_name": name,
+			"product":         "github.com/dtsched/scheduler",
+		},
+		Dial: ctxDialer(ctx),
+	})
 }
 
 // ctxDialer dials TCP within ctx and bounds the AMQP handshake by ctx's
@@ -354,13 +369,19 @@ func ctxDialer(ctx context.Context) func(network, addr string) (net.Conn, error)
 	}
 }
 
-// session is one connection and what hangs off it.
+// session is the broker's two connections to one node and what hangs off
+// them: conn publishes and declares, cconn consumes and acknowledges. A
+// node under a resource alarm stops reading from connections that publish;
+// acknowledgements on such a connection would wait too, so consumers could
+// not drain the queues that caused the alarm. The two live and die
+// together: losing either closes the other.
 type session struct {
-	b    *Broker
-	conn *amqp.Connection
-	url  string
-	done chan struct{} // closed when the connection is closed
-	err  atomic.Pointer[amqp.Error]
+	b     *Broker
+	conn  *amqp.Connection
+	cconn *amqp.Connection
+	url   string
+	done  chan struct{} // closed when the connections are closed
+	err   atomic.Pointer[amqp.Error]
 
 	mu   sync.Mutex
 	pubs []*pubChannel
@@ -372,10 +393,11 @@ type session struct {
 	admin   *amqp.Channel
 }
 
-func (b *Broker) newSession(conn *amqp.Connection, url string) *session {
-	s := &session{b: b, conn: conn, url: url, done: make(chan struct{}),
+func (b *Broker) newSession(conn, cconn *amqp.Connection, url string) *session {
+	s := &session{b: b, conn: conn, cconn: cconn, url: url, done: make(chan struct{}),
 		pubs: make([]*pubChannel, b.opts.publishChannels)}
 	closes := conn.NotifyClose(make(chan *amqp.Error, 1))
+	ccloses := cconn.NotifyClose(make(chan *amqp.Error, 1))
 	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
 	b.wg.Add(1)
 	go func() {
@@ -391,12 +413,24 @@ func (b *Broker) newSession(conn *amqp.Connection, url string) *session {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		if e, ok := <-closes; ok && e != nil {
+		var e *amqp.Error
+		select {
+		case e = <-closes:
+		case e = <-ccloses:
+		}
+		if e != nil {
 			s.err.Store(e)
 		}
+		s.close()
 		close(s.done)
 	}()
 	return s
+}
+
+// close closes both connections.
+func (s *session) close() {
+	_ = s.conn.Close()
+	_ = s.cconn.Close()
 }
 
 func (s *session) alive() bool {
@@ -404,7 +438,7 @@ func (s *session) alive() bool {
 	case <-s.done:
 		return false
 	default:
-		return !s.conn.IsClosed()
+		return !s.conn.IsClosed() && !s.cconn.IsClosed()
 	}
 }
 

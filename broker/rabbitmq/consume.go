@@ -119,7 +119,7 @@ func (c *consumer) subscribe(s *session) (*amqp.Channel, <-chan amqp.Delivery, e
 	if err := s.ensure(c.queue); err != nil {
 		return nil, nil, err
 	}
-	ch, err := s.conn.Channel()
+	ch, err := s.cconn.Channel()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -148,13 +148,22 @@
 // AMQP: if the connection is cut right after Ack returned, the message may
 // still come again, with Redelivered true.
 //
+// # Connections
+//
+// The broker holds two connections to the node: one publishes and
+// declares, the other consumes and acknowledges (its connection_name ends
+// in " (consume)"). A node under a memory or disk alarm stops reading from
+// connections that publish; on a shared connection the workers'
+// acknowledgements would wait too, and they could not drain the queues
+// behind the alarm. The two live and die together.
+//
 // # Reconnection
 //
-// The broker watches its connection (NotifyClose) and, when it is lost
-// (node restart, rabbitmqctl close_connection, a network cut noticed by
-// heartbeats), dials the next URL with exponential backoff
-// (WithReconnectBackoff), declares again every queue used so far and the
-// delay cascade, and opens new channels. Consumers subscribe again by
+// The broker watches its connections (NotifyClose) and, when either is
+// lost (node restart, rabbitmqctl close_connection, a network cut noticed
+// by heartbeats), closes the other and dials the next URL with exponential
+// backoff (WithReconnectBackoff), declares again every queue used so far
+// and the delay cascade, and opens new channels. Consumers subscribe again by
 // themselves and keep their Deliveries channel; a delivery received on the
 // old channel cannot be settled (ErrDeliveryLost) and RabbitMQ delivers the
 // message again. A consumer channel closed by the server while the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -371,4 +372,60 @@ func TestSeveralURLs(t *testing.T) {
 	n, err := b.Depth(ctx, "work")
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, 3)
+}
+
+// TestConsumingHasItsOwnConnection checks, from the server's side, that
+// consumer channels live on a connection apart from the one that publishes:
+// a node under a resource alarm stops reading from publishing connections,
+// and acknowledgements must still get through so that workers can drain
+// the queues.
+func TestConsumingHasItsOwnConnection(t *testing.T) {
+	t.Parallel()
+	b := newTestBroker(t, amqpURL(t))
+	ctx := ctxT(t, 30*time.Second)
+	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "conn-split", Queue: "q"}))
+	c, err := b.Consume(ctx, "q", 1)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	select {
+	case d := <-c.Deliveries():
+		require.NoError(t, d.Ack(ctx))
+	case <-ctx.Done():
+		t.Fatal("no delivery")
+	}
+
+	names := map[string]string{} // connection pid -> connection_name, for this broker's
+	out, err := exec.Command("rabbitmqctl", "list_connections", "-s", "pid", "client_properties").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	re := regexp.MustCompile(`\{"connection_name","([^"]*)"\}`)
+	for line := range strings.Lines(string(out)) {
+		if m := re.FindStringSubmatch(line); m != nil && strings.HasPrefix(m[1], b.opts.connName) {
+			names[strings.Fields(line)[0]] = m[1]
+		}
+	}
+	require.Len(t, names, 2, "a publishing and a consuming connection")
+
+	out, err = exec.Command("rabbitmqctl", "list_channels", "-s", "connection", "consumer_count", "confirm").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	var consuming, confirming int
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		name, ours := names[f[0]]
+		if !ours {
+			continue
+		}
+		if f[1] != "0" {
+			consuming++
+			require.Equal(t, b.opts.connName+consumeSuffix, name, "a consumer on the publishing connection")
+		}
+		if f[2] == "true" {
+			confirming++
+			require.Equal(t, b.opts.connName, name, "a publisher on the consuming connection")
+		}
+	}
+	require.Equal(t, 1, consuming)
+	require.Positive(t, confirming)
 }

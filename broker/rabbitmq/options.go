@@ -206,7 +206,8 @@ func WithDeadLetterLimits(maxLength int, ttl time.Duration) Option {
 
 // WithConnectionName sets the connection_name client property of the
 // broker's connections, shown by rabbitmqctl list_connections and the
-// management UI. Defaults to DefaultConnectionName.
+// management UI; the consuming connection's name has " (consume)"
+// appended. Defaults to DefaultConnectionName.
 func WithConnectionName(name string) Option {
 	return optionFunc(func(o *options) error {
 		if name == "" || len(name) > 255 {
