@@ -398,6 +398,10 @@ func (c *consumer) close() bool {
 		close(c.stop)
 		q.cond.Broadcast()
 		<-c.done
+		// Deliveries handed to the buffer but not received were requeued
+		// above: nobody may receive them from this consumer now.
+		for range c.out {
+		}
 		c.b.mu.Lock()
 		delete(c.b.consumers, c)
 		c.b.mu.Unlock()
@@ -434,13 +438,24 @@ func (d *delivery) settle() error {
 
 func (d *delivery) Ack(context.Context) error { return d.settle() }
 
+// Requeue implements scheduler.Delivery. The message goes back to its
+// place under the same lock that frees its prefetch slot, so the consumer
+// cannot take a message behind it first.
 func (d *delivery) Requeue(context.Context) error {
-	if err := d.settle(); err != nil {
-		return err
+	q := d.c.q
+	q.mu.Lock()
+	if _, ok := d.c.unsettled[d]; !ok {
+		q.mu.Unlock()
+		return errSettled
 	}
-	it := d.item
-	it.redelivered = true
-	d.c.q.push(it)
+	delete(d.c.unsettled, d)
+	if !q.closed {
+		it := d.item
+		it.redelivered = true
+		q.ready.push(it) // keeps its sequence number: back to its place
+	}
+	q.mu.Unlock()
+	q.cond.Broadcast()
 	return nil
 }
 
