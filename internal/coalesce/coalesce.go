@@ -156,6 +156,9 @@ func (g *Group[Req, Res]) run(batch []*call[Req, Res]) {
 		res, err = g.Run(ctx, reqs)
 	}()
 	stop()
+	if err == nil && len(res) != len(reqs) {
+		err = fmt.Errorf("coalesce: %d results for %d requests", len(res), len(reqs))
+	}
 	for i, c := range batch {
 		if err != nil {
 			c.err = err

@@ -91,6 +91,18 @@ func TestBatchError(t *testing.T) {
 	require.ErrorIs(t, err, boom)
 }
 
+// A Run that returns the wrong number of results fails its batch instead of
+// leaving a call without one.
+func TestWrongResultCount(t *testing.T) {
+	t.Parallel()
+	g := &Group[int, int]{MaxBatch: 4, MaxInFlight: 1,
+		Run: func(context.Context, []int) ([]int, error) { return nil, nil }}
+	_, err := g.Do(context.Background(), 1)
+	require.ErrorContains(t, err, "0 results for 1 requests")
+	_, err = g.Do(context.Background(), 2) // the batch slot was freed
+	require.Error(t, err)
+}
+
 // A call whose context ends while it waits is never run; the batch context
 // ends only when every call's context has.
 func TestContext(t *testing.T) {
