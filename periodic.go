@@ -473,6 +473,7 @@ func (s *Scheduler) fireDue(ctx context.Context) roundResult {
 		}
 		if skipped > 0 {
 			r.ticks = append(r.ticks, TickEvent{Schedule: e.name, Tick: first, Outcome: TickSkipped, Count: skipped, Time: now})
+			e.backoff = 0 // a failed tick's backoff is its own: the next starts afresh
 		}
 		e.cursor = latest
 		if !late {

@@ -655,6 +655,24 @@ func TestPeriodicPublishFailureIsSweptNotLost(t *testing.T) {
 	waitState(t, n.sched, id, scheduler.StateSucceeded)
 }
 
+// A tick skipped after failing throughout its catch-up window leaves no
+// backoff behind: the next tick is retried from 1 s again.
+func TestPeriodicSkippedTickResetsBackoff(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, utc(9, 59, 50))
+	fs := &flakyStore{Store: c.store}
+	fs.failing.Store(true)
+	c.store = fs
+	n := c.startNode(t, scheduler.Periodic{Name: "two", Every: 2 * time.Minute, CatchUp: 30 * time.Second, Type: "job"})
+	c.stepUntil(t, utc(10, 1, 0)) // tick 10:00 fails throughout and is skipped
+	require.Len(t, n.rec.events(scheduler.TickSkipped), 1)
+	require.Equal(t, utc(10, 2, 0), c.step(t)) // tick 10:02 fails once
+	fs.failing.Store(false)
+	require.Equal(t, utc(10, 2, 1), c.step(t), "the first retry of a new tick comes after 1 s")
+	c.stepUntil(t, utc(10, 3, 0))
+	requireTimes(t, []time.Time{utc(10, 2, 0)}, c.ticksOf(t, "two"))
+}
+
 func TestPeriodicRetriesAStoreFailureWhileCatchUpAllows(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, utc(10, 0, 5))
