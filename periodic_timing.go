@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -144,7 +145,11 @@ func (c *cronSchedule) next(t time.Time) time.Time {
 		if n.IsZero() {
 			return n
 		}
-		return n.In(c.loc)
+		n = n.In(c.loc)
+		if _, end := t.In(c.loc).ZoneBounds(); c.loc == time.UTC || end.IsZero() || n.Before(end) {
+			return n // one zone offset from t to n: a plain reading is right
+		}
+		return c.instantNext(t)
 	}
 	w := wallClock(t.In(c.loc))
 	// Local times at or before t's own cannot fall after t (resolve maps
@@ -163,6 +168,35 @@ func (c *cronSchedule) next(t time.Time) time.Time {
 	return time.Time{}
 }
 
+// maxShift bounds how far the local time can step back at a zone change
+// (a fall-back), and so how much earlier than t's own local time a later
+// instant's can be.
+const maxShift = 3 * time.Hour
+
+// instantNext is next for a spec running in every hour when a zone change
+// lies ahead: the first instant after t whose local time matches, found
+// over the matching local times from maxShift before t's on, each at every
+// instant it happens (none in a skipped hour, two in a repeated one).
+func (c *cronSchedule) instantNext(t time.Time) time.Time {
+	var best time.Time
+	w := wallClock(t.In(c.loc)).Add(-maxShift)
+	for range 100000 {
+		if w = c.civil.Next(w); w.IsZero() {
+			break
+		}
+		if !best.IsZero() && w.After(wallClock(best).Add(maxShift)) {
+			break // later local times happen later than best
+		}
+		occ, _ := occurrences(w, c.loc)
+		for _, i := range occ {
+			if i.After(t) && (best.IsZero() || i.Before(best)) {
+				best = i
+			}
+		}
+	}
+	return best
+}
+
 // wallClock returns t's local date and time as the same reading in UTC.
 func wallClock(t time.Time) time.Time {
 	y, mo, d := t.Date()
@@ -174,15 +208,29 @@ func wallClock(t time.Time) time.Time {
 // UTC) happens in loc: its first occurrence if the clocks show it twice,
 // the end of the gap if they skip it.
 func resolve(w time.Time, loc *time.Location) time.Time {
+	occ, bounds := occurrences(w, loc)
+	if len(occ) > 0 {
+		return occ[0]
+	}
+	for _, b := range bounds {
+		if wallClock(b.Add(-1).In(loc)).Before(w) && wallClock(b.In(loc)).After(w) {
+			return b.In(loc)
+		}
+	}
+	return time.Date(w.Year(), w.Month(), w.Day(), w.Hour(), w.Minute(), w.Second(), w.Nanosecond(), loc)
+}
+
+// occurrences returns, earliest first, the instants whose local time in
+// loc is w (given as the same reading in UTC), and the instants near w
+// where loc's offset changes.
+func occurrences(w time.Time, loc *time.Location) (occ, bounds []time.Time) {
 	// Zone offsets stay within ±14h (±15h covers historical ones): collect
 	// the offsets loc uses around w and the instants where they change.
 	from, to := w.Add(-15*time.Hour).In(loc), w.Add(15*time.Hour)
-	var best time.Time
-	var bounds []time.Time
 	for x := from; ; {
 		_, off := x.Zone()
-		if c := w.Add(-time.Duration(off) * time.Second).In(loc); wallClock(c).Equal(w) && (best.IsZero() || c.Before(best)) {
-			best = c
+		if c := w.Add(-time.Duration(off) * time.Second).In(loc); wallClock(c).Equal(w) && !slices.ContainsFunc(occ, c.Equal) {
+			occ = append(occ, c)
 		}
 		_, end := x.ZoneBounds()
 		if end.IsZero() || end.After(to) {
@@ -191,15 +239,8 @@ func resolve(w time.Time, loc *time.Location) time.Time {
 		bounds = append(bounds, end)
 		x = end.In(loc)
 	}
-	if !best.IsZero() {
-		return best
-	}
-	for _, b := range bounds {
-		if wallClock(b.Add(-1).In(loc)).Before(w) && wallClock(b.In(loc)).After(w) {
-			return b.In(loc)
-		}
-	}
-	return time.Date(w.Year(), w.Month(), w.Day(), w.Hour(), w.Minute(), w.Second(), w.Nanosecond(), loc)
+	slices.SortFunc(occ, func(a, b time.Time) int { return a.Compare(b) })
+	return occ, bounds
 }
 
 // latestTick returns the last tick in (t-window, t], or the zero time.

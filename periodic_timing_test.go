@@ -259,3 +259,20 @@ func BenchmarkTiming(b *testing.B) {
 		})
 	}
 }
+
+// A spec running every hour of particular days keeps those days whole when
+// the day's midnight does not exist (Beirut, 2026-03-29: 00:00 jumps to
+// 01:00): it fires at 01:00 through 23:00.
+func TestCronHourlyOnADayWithoutMidnight(t *testing.T) {
+	t.Parallel()
+	beirut := mustLoc(t, "Asia/Beirut")
+	got := ticks(mustTiming(t, "0 * * * 0", beirut), time.Date(2026, 3, 28, 22, 0, 0, 0, beirut), time.Date(2026, 3, 30, 0, 0, 0, 0, beirut))
+	require.Len(t, got, 23, "%v", got)
+	for i, g := range got {
+		require.True(t, g.Equal(time.Date(2026, 3, 29, i+1, 0, 0, 0, beirut)), "tick %d: %s", i, g)
+	}
+	// latestTick agrees: a node starting in the middle of that Sunday finds
+	// the tick of its hour.
+	l := latestTick(mustTiming(t, "0 * * * 0", beirut), time.Date(2026, 3, 29, 5, 30, 0, 0, beirut), time.Hour)
+	require.True(t, l.Equal(time.Date(2026, 3, 29, 5, 0, 0, 0, beirut)), "%s", l)
+}
