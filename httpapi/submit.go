@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,16 @@ type submitRequest struct {
 	RunAt      *string         `json:"run_at"`
 	UniqueKey  string          `json:"unique_key"`
 }
+
+// submitMembers are the member names of submitRequest, in order.
+var submitMembers = func() []string {
+	t := reflect.TypeFor[submitRequest]()
+	names := make([]string, t.NumField())
+	for i := range names {
+		names[i] = t.Field(i).Tag.Get("json")
+	}
+	return names
+}()
 
 // submission is a decoded, checked submitRequest.
 type submission struct {
@@ -136,11 +147,15 @@ func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 // when it differs.
 func (h *handler) replay(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *submission, existing string) {
 	t, err := h.sched.Status(ctx, existing)
-	if err != nil {
-		// The holder finished and vanished meanwhile, or the store failed:
-		// what is known is that the key was held.
+	if errors.Is(err, scheduler.ErrTaskNotFound) {
+		// The holder finished and vanished meanwhile: what is known is
+		// that the key was held.
 		writeError(w, http.StatusConflict, errorDetail{Code: CodeDuplicateTask, Field: "Idempotency-Key", TaskID: existing,
 			Message: "an unfinished task holds this Idempotency-Key"})
+		return
+	}
+	if err != nil {
+		h.fail(w, r, err) // the store did not answer: the client may try again
 		return
 	}
 	if !sub.sameAs(t) {
@@ -227,6 +242,9 @@ func checkJSONContentType(ct string) *requestError {
 func decodeSubmission(body []byte, idempotencyKey string) (*submission, *requestError) {
 	if !utf8.Valid(body) {
 		return nil, badRequest(CodeMalformedJSON, "", "the body is not valid UTF-8")
+	}
+	if rerr := checkMembers(body); rerr != nil {
+		return nil, rerr
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -342,6 +360,46 @@ func duration(field string, raw json.RawMessage) (time.Duration, *requestError) 
 }
 
 // decodeError turns a json.Decoder error into a client error.
+// checkMembers refuses what encoding/json lets through: a body that is not
+// an object (null), a member whose name is not exactly a documented one
+// (json matches names without regard to case) and a member given twice.
+// Malformed JSON it leaves to the decoder, which says where.
+func checkMembers(body []byte) *requestError {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return badRequest(CodeWrongType, "", "the body must be a JSON object")
+	}
+	seen := make(map[string]bool, len(submitMembers))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		name, _ := tok.(string)
+		if !slices.Contains(submitMembers, name) {
+			return unknownMember(name)
+		}
+		if seen[name] {
+			return badRequest(CodeInvalidField, name, "%s: given twice", name)
+		}
+		seen[name] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// unknownMember is the error for a member the API does not know.
+func unknownMember(name string) *requestError {
+	return badRequest(CodeUnknownField, name, "unknown field %q; known: %s", name, strings.Join(submitMembers, ", "))
+}
+
 func decodeError(err error) *requestError {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
@@ -362,7 +420,7 @@ func decodeError(err error) *requestError {
 		if n, uerr := strconv.Unquote(name); uerr == nil {
 			name = n
 		}
-		return badRequest(CodeUnknownField, name, "unknown field %q; known: type, payload, priority, queue, max_retries, timeout, delay, run_at, unique_key", name)
+		return unknownMember(name)
 	}
 	return badRequest(CodeMalformedJSON, "", "malformed JSON: %v", err)
 }

@@ -14,7 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dtsched/scheduler"
+	membroker "github.com/dtsched/scheduler/broker/memory"
 	"github.com/dtsched/scheduler/httpapi"
+	memstore "github.com/dtsched/scheduler/storage/memory"
 )
 
 func TestSubmitAccepted(t *testing.T) {
@@ -129,6 +131,10 @@ func TestSubmitBadInput(t *testing.T) {
 		{"array body", `[{"type":"a"}]`, json, nil, 400, httpapi.CodeWrongType, ""},
 		{"string body", `"a"`, json, nil, 400, httpapi.CodeWrongType, ""},
 		{"unknown field", `{"type":"a","colour":"red"}`, json, nil, 400, httpapi.CodeUnknownField, "colour"},
+		{"null body", `null`, json, nil, 400, httpapi.CodeWrongType, ""},
+		{"member name in another case", `{"TYPE":"a"}`, json, nil, 400, httpapi.CodeUnknownField, "TYPE"},
+		{"member name in mixed case", `{"type":"a","Unique_Key":"k"}`, json, nil, 400, httpapi.CodeUnknownField, "Unique_Key"},
+		{"member given twice", `{"type":"a","type":"b"}`, json, nil, 400, httpapi.CodeInvalidField, "type"},
 		{"type not string", `{"type":1}`, json, nil, 400, httpapi.CodeWrongType, "type"},
 		{"priority string", `{"type":"a","priority":"high"}`, json, nil, 400, httpapi.CodeWrongType, "priority"},
 		{"priority fraction", `{"type":"a","priority":5.5}`, json, nil, 400, httpapi.CodeWrongType, "priority"},
@@ -264,6 +270,42 @@ func TestBodyOverDefaultLimitOverTheWire(t *testing.T) {
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 	srv.CloseClientConnections()
+}
+
+// getDown is a store whose Get fails while down is set.
+type getDown struct {
+	scheduler.Store
+	down atomic.Bool
+}
+
+func (s *getDown) Get(ctx context.Context, id string) (*scheduler.Task, error) {
+	if s.down.Load() {
+		return nil, errDown
+	}
+	return s.Store.Get(ctx, id)
+}
+
+// A replay whose store read fails is told to try again (503), not that it
+// conflicts.
+func TestIdempotencyReplayStoreDown(t *testing.T) {
+	t.Parallel()
+	b, s := membroker.New(), &getDown{Store: memstore.New()}
+	sched, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sched.Close(); _ = b.Close() })
+	h, err := httpapi.New(sched)
+	require.NoError(t, err)
+	const body = `{"type":"a","payload":{"n":1},"delay":"1h"}`
+	first := post(t, h, body, "Idempotency-Key", "order-1")
+	require.Equal(t, http.StatusAccepted, first.code, "%s", first.body)
+	s.down.Store(true)
+	again := post(t, h, body, "Idempotency-Key", "order-1")
+	require.Equal(t, http.StatusServiceUnavailable, again.code, "%s", again.body)
+	require.Equal(t, httpapi.CodeBackendUnavailable, again.errorCode(t))
+	s.down.Store(false)
+	again = post(t, h, body, "Idempotency-Key", "order-1")
+	require.Equal(t, http.StatusOK, again.code, "%s", again.body)
+	require.Equal(t, first.task(t).ID, again.task(t).ID)
 }
 
 func TestIdempotencyKey(t *testing.T) {
