@@ -414,17 +414,23 @@ func (s *Scheduler) Workers(ctx context.Context) ([]WorkerInfo, error) {
 	return s.store.Workers(ctx)
 }
 
-// Health is the reachability of the two backends; a nil field is healthy.
+// Health is the reachability of the two backends (a nil error is healthy)
+// and whether the Scheduler was closed.
 type Health struct {
 	Broker error
 	Store  error
+	Closed bool
 }
 
-// OK reports whether both backends answered.
-func (h Health) OK() bool { return h.Broker == nil && h.Store == nil }
+// OK reports whether the Scheduler is open and both backends answered.
+func (h Health) OK() bool { return !h.Closed && h.Broker == nil && h.Store == nil }
 
-// Health pings the broker and the store concurrently.
+// Health pings the broker and the store concurrently. A closed Scheduler
+// is not healthy whatever its backends say.
 func (s *Scheduler) Health(ctx context.Context) Health {
+	if s.closed.Load() {
+		return Health{Closed: true}
+	}
 	var h Health
 	var wg sync.WaitGroup
 	wg.Go(func() { h.Broker = s.broker.Ping(ctx) })

@@ -992,6 +992,17 @@ func TestHealth(t *testing.T) {
 	require.False(t, h.OK())
 	require.ErrorIs(t, h.Broker, scheduler.ErrClosed)
 	require.NoError(t, h.Store)
+
+	// A closed Scheduler is not healthy, though its store still answers.
+	b2 := membroker.New()
+	defer b2.Close()
+	sched, err := scheduler.New(b2, e.store)
+	require.NoError(t, err)
+	require.True(t, sched.Health(context.Background()).OK())
+	require.NoError(t, sched.Close())
+	h = sched.Health(context.Background())
+	require.True(t, h.Closed)
+	require.False(t, h.OK())
 }
 
 func TestObserverSeesDeadAndCanceled(t *testing.T) {

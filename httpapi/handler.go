@@ -43,7 +43,7 @@ type handler struct {
 //	POST /tasks/{id}/retry      run a dead or canceled task again
 //	GET  /workers               live worker nodes
 //	GET  /schedules             periodic schedules with their next and last ticks
-//	GET  /healthz               200 when broker and store answer, else 503
+//	GET  /healthz               200 when broker and store answer and the Scheduler is open, else 503
 //	GET  /metrics               Prometheus metrics (only WithGatherer)
 //
 // Every answer is JSON (but /metrics), and every error is
@@ -391,6 +391,11 @@ func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := h.backend(r)
 	defer cancel()
 	health := h.sched.Health(ctx)
+	if health.Closed {
+		writeJSON(w, http.StatusServiceUnavailable, healthResponse{Status: "unavailable", Checks: map[string]string{},
+			Error: &errorDetail{Code: CodeUnavailable, Message: "the scheduler is closed"}})
+		return
+	}
 	res := healthResponse{Status: "ok", Checks: map[string]string{"broker": "ok", "store": "ok"}}
 	var down []string
 	for _, c := range []struct {

@@ -269,6 +269,12 @@ func TestHealthz(t *testing.T) {
 	res = do(t, e.h, http.MethodGet, "/healthz", nil)
 	require.Equal(t, http.StatusServiceUnavailable, res.code)
 	require.JSONEq(t, `{"error":{"code":"unhealthy","message":"broker unavailable"},"status":"unavailable","checks":{"broker":"unavailable","store":"ok"}}`, string(res.body))
+
+	// A closed Scheduler takes its node out of a load balancer.
+	require.NoError(t, e.sched.Close())
+	res = do(t, e.h, http.MethodGet, "/healthz", nil)
+	require.Equal(t, http.StatusServiceUnavailable, res.code)
+	require.JSONEq(t, `{"error":{"code":"unavailable","message":"the scheduler is closed"},"status":"unavailable","checks":{}}`, string(res.body))
 }
 
 // slowStore never answers Get before the caller gives up.
