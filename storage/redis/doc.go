@@ -60,7 +60,8 @@
 //	e   last_error      w   worker_id      u   unique_key
 //	sc  schedule        tk  tick
 //	ma  attempt of the message driving the task (see Store.Start)
-//	mi  ID of that message (Delivery.ID), when its broker gives one
+//	mi  ID of that message (Delivery.ID), when its broker gives one, while
+//	    the task runs or is handed back
 //	ct  token of the Create call that wrote the record, until the first transition
 //	pl  payload (JSON, embedded)           pl64  payload (any bytes, base64)
 //	rs  result (JSON, embedded)            rs64  result (any bytes, base64)

@@ -246,6 +246,8 @@ local function finishOp(id, attempt, to, errtext, result, runAt, add, now, nowSc
   if TERMINAL[r.state] then return 'finished' end
   if r.state ~= 'running' or r.attempt ~= attempt then return 'stale' end
   move(r, to)
+  -- Only a handed-back task can be taken over again by the same message.
+  if to ~= 'pending' then r.v.mi = nil end
   if errtext ~= '' then set(r, 'e', errtext) end
   if result ~= '' then r.tail = string.sub(r.tail, 1, -2) .. result .. '}' end
   if runAt ~= '' then set(r, 'r', runAt) end
@@ -320,6 +322,7 @@ if ARGV[6] == '1' and not (r.attempt == 0 and (r.state == 'pending' or r.state =
 end
 local was = r.state
 move(r, 'canceled')
+r.v.mi = nil
 if ARGV[5] ~= '' then set(r, 'e', ARGV[5]) end
 set(r, 'f', ARGV[7])
 if was == 'running' then

@@ -190,6 +190,46 @@ func TestCorruptRecord(t *testing.T) {
 	})
 }
 
+// The ID of the message driving a task stays in its record only while a
+// redelivery of that message may take the task over: running or handed
+// back. A finished record is as small as without it.
+func TestMessageIDLivesWhileItMatters(t *testing.T) {
+	t.Parallel()
+	backends(t, func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		raw := func(id string) string {
+			s, err := h.rdb.Get(ctx, h.ns+":t:"+id).Result()
+			require.NoError(t, err)
+			return s
+		}
+		for _, to := range []scheduler.State{scheduler.StateSucceeded, scheduler.StateRetrying, scheduler.StatePending} {
+			task := newTask(t)
+			h.create(t, task)
+			_, err := h.s.Start(ctx, task.ID, scheduler.StartParams{MessageID: "0123456789ab-1x", WorkerID: "w", Now: now()})
+			require.NoError(t, err)
+			require.Contains(t, raw(task.ID), `"mi":"0123456789ab-1x"`)
+			p := scheduler.FinishParams{Attempt: 1, State: to, Now: now()}
+			if to == scheduler.StateRetrying {
+				p.RunAt = now().Add(time.Minute)
+			}
+			_, err = h.s.Finish(ctx, task.ID, p)
+			require.NoError(t, err)
+			if to == scheduler.StatePending {
+				require.Contains(t, raw(task.ID), `"mi":`, "a handed-back task keeps it")
+			} else {
+				require.NotContains(t, raw(task.ID), `"mi":`, to)
+			}
+		}
+		task := newTask(t)
+		h.create(t, task)
+		_, err := h.s.Start(ctx, task.ID, scheduler.StartParams{MessageID: "m", WorkerID: "w", Now: now()})
+		require.NoError(t, err)
+		_, err = h.s.Cancel(ctx, task.ID, scheduler.CancelParams{Now: now()})
+		require.NoError(t, err)
+		require.NotContains(t, raw(task.ID), `"mi":`, "canceled")
+	})
+}
+
 func TestStartFence(t *testing.T) {
 	t.Parallel()
 	backends(t, func(t *testing.T, h *harness) {
