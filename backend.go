@@ -153,7 +153,8 @@ type Store interface {
 	// while the task is running with Attempt == p.Attempt; otherwise it
 	// fails with ErrTaskFinished or ErrStaleAttempt and changes nothing.
 	// Moving to retrying or scheduled puts the task in the outbox, due at
-	// p.RunAt; moving to a terminal state releases its unique key.
+	// p.RunAt, and so does moving to pending (handing the task back) when
+	// p.RunAt is set; moving to a terminal state releases its unique key.
 	Finish(ctx context.Context, id string, p FinishParams) (*Task, error)
 	// Cancel moves a task in any non-terminal state to canceled, releases
 	// its unique key and takes it out of the outbox. A running task's
@@ -178,6 +179,13 @@ type Store interface {
 	// outbox until its task starts: if the broker loses it, the sweep
 	// publishes the task again once it is overdue.)
 	Published(ctx context.Context, msgs ...Message) error
+	// Republished keeps the tasks of msgs, which the sweep published again
+	// for a broker that may lose confirmed messages (TransientBroker), in
+	// the outbox, due at due instead of when they were: each only while it
+	// is there and the task still waits at the message's Attempt. The sweep
+	// then publishes a task once more only if it stays overdue past due, in
+	// case the broker loses this message too. Unknown tasks are ignored.
+	Republished(ctx context.Context, due time.Time, msgs ...Message) error
 	// List returns tasks matching f, newest first, one page at a time.
 	List(ctx context.Context, f ListFilter) (Page, error)
 	// Counts returns the number of stored tasks in each state; states with
@@ -222,7 +230,8 @@ type FinishParams struct {
 	Error string
 	// Result is stored on success.
 	Result []byte
-	// RunAt is when a retrying or scheduled task runs next.
+	// RunAt is when a retrying or scheduled task runs next; for a task
+	// handed back (pending), set, it puts the task in the outbox, due then.
 	RunAt time.Time
 	// AddRetries grows MaxRetries (a snoozed attempt does not use up the
 	// retry budget).

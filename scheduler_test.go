@@ -1183,3 +1183,76 @@ func TestTransientBrokerKeepsTasksInTheOutbox(t *testing.T) {
 		require.Empty(t, out, "a started task leaves the outbox")
 	}
 }
+
+// losingBroker is a transient broker that confirms and then loses the
+// first lose publishes of every task, as broker restarts would.
+type losingBroker struct {
+	scheduler.Broker
+	lose int
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (b *losingBroker) Transient() bool { return true }
+
+func (b *losingBroker) Publish(ctx context.Context, msgs ...scheduler.Message) error {
+	b.mu.Lock()
+	var kept []scheduler.Message
+	for _, m := range msgs {
+		b.seen[m.TaskID]++
+		if b.seen[m.TaskID] > b.lose {
+			kept = append(kept, m)
+		}
+	}
+	b.mu.Unlock()
+	return b.Broker.Publish(ctx, kept...)
+}
+
+func (b *losingBroker) publishes(id string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.seen[id]
+}
+
+// With a transient broker, a task whose message the sweep sent again
+// stays covered: when that message is lost too, a later sweep sends it
+// once more.
+func TestTransientLostTwiceStillRuns(t *testing.T) {
+	t.Parallel()
+	mb, s := membroker.New(), memstore.New()
+	t.Cleanup(func() { _ = mb.Close() })
+	b := &losingBroker{Broker: mb, lose: 2, seen: map[string]int{}}
+	sched, err := scheduler.New(b, s, scheduler.WithSweepInterval(20*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sched.Close() })
+	startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": ok})
+	id := submit(t, sched, "job", "")
+	waitState(t, sched, id, scheduler.StateSucceeded)
+	require.Equal(t, 3, b.publishes(id), "submitted, then sent again twice")
+}
+
+// With a transient broker, a task handed back by a stopping worker is in
+// the outbox until it starts again: a broker restart may lose its requeued
+// message.
+func TestTransientHandBackIsInTheOutbox(t *testing.T) {
+	t.Parallel()
+	mb, s := membroker.New(), memstore.New()
+	t.Cleanup(func() { _ = mb.Close() })
+	sched, err := scheduler.New(transientBroker{mb}, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sched.Close() })
+	started := make(chan struct{})
+	w := startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": func(ctx context.Context, _ *scheduler.Task) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	}}, scheduler.WithShutdownTimeout(10*time.Millisecond))
+	id := submit(t, sched, "job", "")
+	<-started
+	require.ErrorIs(t, w.Stop(t), scheduler.ErrShutdownTimeout)
+	got := waitState(t, sched, id, scheduler.StatePending)
+	out, err := s.Outbox(context.Background(), got.RunAt.Add(time.Millisecond), 10)
+	require.NoError(t, err)
+	require.Len(t, out, 1)
+	require.Equal(t, id, out[0].ID)
+}

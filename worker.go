@@ -432,7 +432,11 @@ func (w *Worker) startedHere(hard context.Context, log *taskLogger, id string, p
 func (w *Worker) handBack(t *Task, d Delivery, log *taskLogger, start time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := w.s.store.Finish(ctx, t.ID, FinishParams{Attempt: t.Attempt, State: StatePending, Now: w.s.now()}); err != nil {
+	p := FinishParams{Attempt: t.Attempt, State: StatePending, Now: w.s.now()}
+	if w.s.transient {
+		p.RunAt = p.Now // in the outbox: a broker restart may lose the requeued message
+	}
+	if _, err := w.s.store.Finish(ctx, t.ID, p); err != nil {
 		log.log(zap.ErrorLevel, "handing back: could not store pending (the redelivery takes the task over)", zap.Error(err))
 	}
 	log.log(zap.InfoLevel, "task handed back for redelivery")
@@ -609,6 +613,32 @@ func definite(err error) bool {
 	return false
 }
 
+// republished records in the store that the sweep published msgs again,
+// their tasks having waited for as long as waited says. They leave the
+// outbox, unless the broker is transient and may lose these messages too:
+// then they stay, due again after about as long as they have waited
+// (rounded down to a power of two of sweep intervals), so that a task
+// stuck behind a long backlog is sent again ever more rarely.
+func (s *Scheduler) republished(ctx context.Context, now time.Time, msgs []Message, waited []time.Duration) error {
+	if !s.transient {
+		return s.store.Published(ctx, msgs...)
+	}
+	groups := make(map[time.Duration][]Message)
+	for i, m := range msgs {
+		after := s.cfg.sweepInterval
+		for after*2 <= waited[i] {
+			after *= 2
+		}
+		groups[after] = append(groups[after], m)
+	}
+	for after, ms := range groups {
+		if err := s.store.Republished(ctx, now.Add(after), ms...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // heartbeatLoop records the worker as alive every interval and cancels
 // the running tasks the store reports canceled.
 func (w *Worker) heartbeatLoop(ctx context.Context) {
@@ -673,9 +703,11 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) error {
 			return fmt.Errorf("outbox: %w", err)
 		}
 		msgs := make([]Message, 0, len(due))
+		var waited []time.Duration
 		for _, t := range due {
 			if t.State.Waiting() {
 				msgs = append(msgs, messageFor(t, now))
+				waited = append(waited, now.Sub(t.RunAt))
 			}
 		}
 		if len(msgs) > 0 {
@@ -683,7 +715,7 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) error {
 				return fmt.Errorf("republish: %w", err)
 			}
 			s.log.Info("republished overdue tasks whose message may be lost", zap.Int("tasks", len(msgs)))
-			if err := s.store.Published(ctx, msgs...); err != nil {
+			if err := s.republished(ctx, now, msgs, waited); err != nil {
 				return fmt.Errorf("outbox: %w", err)
 			}
 		}

@@ -175,6 +175,12 @@ func (s *store) Published(ctx context.Context, msgs ...scheduler.Message) error 
 	return err
 }
 
+func (s *store) Republished(ctx context.Context, due time.Time, msgs ...scheduler.Message) error {
+	err := s.s.Republished(ctx, due, msgs...)
+	count(s.errs, "republished", err)
+	return err
+}
+
 func (s *store) List(ctx context.Context, f scheduler.ListFilter) (scheduler.Page, error) {
 	p, err := s.s.List(ctx, f)
 	count(s.errs, "list", err)

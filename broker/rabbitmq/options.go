@@ -127,14 +127,11 @@ func WithMaxPriority(n int) Option {
 // so the Scheduler keeps every task in the store's outbox until it starts,
 // and a worker's sweep publishes a lost task's message again once it is
 // overdue by three sweep intervals: a restart delays tasks, it does not lose
-// them. A task that waits in the queue longer than that (a deep backlog)
-// gets one extra message, which the attempt fence drops. Two gaps remain: a
-// task whose message the sweep published again leaves the outbox, so a
-// second restart before it starts loses it; and a task a stopping worker
-// hands back is requeued without an outbox entry, so a restart before it
-// starts again loses it. Such a task stays pending until Scheduler.Retry
-// after a Cancel, or a new Submit. Dead-lettered copies stay persistent.
-// Defaults to persistent messages.
+// them. The task stays in the outbox after that too (so does one a stopping
+// worker hands back), and is sent again if it is still waiting after about
+// as long again as it had waited: a task that waits in a deep backlog gets
+// a few extra messages, ever more rarely, which the attempt fence drops.
+// Dead-lettered copies stay persistent. Defaults to persistent messages.
 func WithTransientMessages() Option {
 	return optionFunc(func(o *options) error {
 		o.transient = true

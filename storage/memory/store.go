@@ -62,10 +62,11 @@ type record struct {
 	task      scheduler.Task
 	driving   int    // attempt of the message driving the task (see Start)
 	drivingID string // its ID, when the broker gives one
-	// The task is in the outbox, due at its RunAt, while queued; the
-	// outbox entry of gen is its current one.
+	// The task is in the outbox, due at due, while queued; the outbox
+	// entry of gen is its current one.
 	queued bool
 	gen    uint32
+	due    time.Time
 }
 
 // outboxEntry is an entry of a shard's outbox list. Taking a task out of
@@ -87,6 +88,7 @@ func (sh *shard) enqueue(r *record) {
 		sh.inOutbox++
 	}
 	r.queued = true
+	r.due = r.task.RunAt
 	r.gen++
 	if len(sh.outbox) >= 2*sh.inOutbox+256 {
 		live := sh.outbox[:0]
@@ -355,6 +357,11 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 	case scheduler.StateRetrying, scheduler.StateScheduled:
 		t.RunAt = p.RunAt
 		sh.enqueue(r)
+	case scheduler.StatePending:
+		if !p.RunAt.IsZero() {
+			t.RunAt = p.RunAt
+			sh.enqueue(r)
+		}
 	}
 	s.setState(sh, r, p.State)
 	return unlockCopy(sh, r), nil
@@ -407,22 +414,22 @@ func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var due []*scheduler.Task
+	var due []*record
 	s.lockAll()
 	for i := range s.shards {
 		for _, e := range s.shards[i].outbox {
-			if e.live() && e.r.task.RunAt.Before(before) {
-				due = append(due, &e.r.task)
+			if e.live() && e.r.due.Before(before) {
+				due = append(due, e.r)
 			}
 		}
 	}
-	slices.SortFunc(due, func(a, b *scheduler.Task) int { return a.RunAt.Compare(b.RunAt) })
+	slices.SortFunc(due, func(a, b *record) int { return a.due.Compare(b.due) })
 	var out []*scheduler.Task
-	for _, t := range due {
+	for _, r := range due {
 		if len(out) == limit {
 			break
 		}
-		out = append(out, t.Clone())
+		out = append(out, r.task.Clone())
 	}
 	s.unlockAll()
 	return out, nil
@@ -438,6 +445,22 @@ func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error 
 		sh.mu.Lock()
 		if r, ok := sh.tasks[m.TaskID]; ok && r.task.State.Waiting() && r.task.Attempt == m.Attempt {
 			sh.dequeue(r)
+		}
+		sh.mu.Unlock()
+	}
+	return nil
+}
+
+// Republished implements scheduler.Store.
+func (s *Store) Republished(ctx context.Context, due time.Time, msgs ...scheduler.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		sh := s.shard(m.TaskID)
+		sh.mu.Lock()
+		if r, ok := sh.tasks[m.TaskID]; ok && r.queued && r.task.State.Waiting() && r.task.Attempt == m.Attempt {
+			r.due = due
 		}
 		sh.mu.Unlock()
 	}

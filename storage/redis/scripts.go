@@ -256,7 +256,7 @@ local function finishOp(id, attempt, to, errtext, result, runAt, add, now, nowSc
     set(r, 'f', now)
     logFinish(r, nowScore)
     release(r)
-  elseif to == 'retrying' or to == 'scheduled' then
+  elseif to == 'retrying' or to == 'scheduled' or (to == 'pending' and runAt ~= '') then
     redis.call('ZADD', P .. ':o', runAtScore, r.id)
   end
   return 'ok', save(r)
@@ -583,6 +583,25 @@ end
 return n
 `
 
+// republishedScript: ARGV[2] = the new score, then pairs of task ID and
+// attempt. Moves the outbox entries of the tasks still waiting at that
+// attempt to the new score; replies how many moved.
+const republishedBody = `
+local n = 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local s = redis.call('GET', tkey(id))
+  if s then
+    local st = string.match(s, '"s":"(%a+)"')
+    local a = string.match(s, '"a":(%d+)')
+    if WAITING[st] and a == ARGV[i + 1] then
+      n = n + redis.call('ZADD', P .. ':o', 'XX', 'CH', ARGV[2], id)
+    end
+  end
+end
+return n
+`
+
 // outboxScript: ARGV[2..3] = exclusive upper score, limit. Replies {id,
 // record, ...} in outbox order.
 const outboxBody = `
@@ -611,4 +630,5 @@ var (
 	countsScript       = redis.NewScript(luaCore + countsBody)
 	outboxScript       = redis.NewScript(luaCore + outboxBody)
 	publishedScript    = redis.NewScript(luaCore + publishedBody)
+	republishedScript  = redis.NewScript(luaCore + republishedBody)
 )

@@ -258,7 +258,7 @@ func (s *Store) Finish(ctx context.Context, id string, p scheduler.FinishParams)
 		return nil, fmt.Errorf("redisstore: finish %s: %w", id, err)
 	}
 	runAt := ""
-	if p.State == scheduler.StateRetrying || p.State == scheduler.StateScheduled {
+	if p.State == scheduler.StateRetrying || p.State == scheduler.StateScheduled || p.State == scheduler.StatePending && !p.RunAt.IsZero() {
 		if runAt, err = timeString(p.RunAt); err != nil {
 			return nil, fmt.Errorf("redisstore: finish %s: %w", id, err)
 		}
@@ -439,6 +439,26 @@ func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error 
 	}
 	if err := publishedScript.Run(ctx, s.rdb, []string{s.ns + ":o"}, args...).Err(); err != nil {
 		return fmt.Errorf("redisstore: published: %w", err)
+	}
+	return nil
+}
+
+// Republished moves the outbox entries of msgs' tasks, still waiting at
+// the message's attempt, to be due at due. See scheduler.Store.
+func (s *Store) Republished(ctx context.Context, due time.Time, msgs ...scheduler.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	args := make([]any, 2, 2+2*len(msgs))
+	args[0], args[1] = s.ns, micros(due)
+	for _, m := range msgs {
+		if err := scheduler.ValidateID(m.TaskID); err != nil {
+			return fmt.Errorf("redisstore: republished: %w", err)
+		}
+		args = append(args, m.TaskID, m.Attempt)
+	}
+	if err := republishedScript.Run(ctx, s.rdb, []string{s.ns + ":o"}, args...).Err(); err != nil {
+		return fmt.Errorf("redisstore: republished: %w", err)
 	}
 	return nil
 }

@@ -54,6 +54,8 @@ func Run(t *testing.T, newStore func(t *testing.T) scheduler.Store) {
 		{"RetryIsDueNow", testRetryIsDueNow},
 		{"Outbox", testOutbox},
 		{"PublishedFence", testPublishedFence},
+		{"Republished", testRepublished},
+		{"HandBackIntoTheOutbox", testHandBackIntoTheOutbox},
 		{"RepeatedTakeover", testRepeatedTakeover},
 		{"OldMessageCannotTakeOver", testOldMessageCannotTakeOver},
 		{"DuplicateCannotTakeOver", testDuplicateCannotTakeOver},
@@ -646,6 +648,36 @@ func testPublishedFence(t *testing.T, s scheduler.Store) {
 	require.Empty(t, outboxIDs(t, s, base.Add(time.Minute)), "the retry is due at its RunAt")
 	published(t, s, retrying)
 	require.Empty(t, outboxIDs(t, s, base.Add(time.Hour)))
+}
+
+func testRepublished(t *testing.T, s scheduler.Store) {
+	ctx := ctxFor(t)
+	task, started := newTask(t), newTask(t)
+	create(t, s, task, started)
+	start(t, s, started, "w1")
+	later := base.Add(time.Hour)
+	require.NoError(t, s.Republished(ctx, later, scheduler.Message{TaskID: task.ID, Attempt: 1}))
+	require.Equal(t, []string{task.ID}, outboxIDs(t, s, base.Add(time.Second)), "a message of another attempt moves nothing")
+	require.NoError(t, s.Republished(ctx, later,
+		scheduler.Message{TaskID: task.ID}, scheduler.Message{TaskID: started.ID}, scheduler.Message{TaskID: newID(t)}))
+	require.Empty(t, outboxIDs(t, s, base.Add(time.Second)), "due again later")
+	require.Equal(t, []string{task.ID}, outboxIDs(t, s, later.Add(time.Millisecond)), "still in the outbox; a started task is not put back")
+	requireSameTask(t, task, get(t, s, task.ID))
+}
+
+func testHandBackIntoTheOutbox(t *testing.T, s scheduler.Store) {
+	ctx := ctxFor(t)
+	plain, covered := newTask(t), newTask(t)
+	create(t, s, plain, covered)
+	published(t, s, plain, covered)
+	finish(t, s, start(t, s, plain, "w1"), scheduler.StatePending)
+	r := start(t, s, covered, "w1")
+	at := base.Add(5 * time.Second)
+	got, err := s.Finish(ctx, covered.ID, scheduler.FinishParams{Attempt: r.Attempt, State: scheduler.StatePending, RunAt: at, Now: at})
+	require.NoError(t, err)
+	require.True(t, got.RunAt.Equal(at), "RunAt %s", got.RunAt)
+	require.Equal(t, []string{covered.ID}, outboxIDs(t, s, at.Add(time.Millisecond)), "only the one handed back with a RunAt")
+	require.Empty(t, outboxIDs(t, s, at))
 }
 
 func testRepeatedTakeover(t *testing.T, s scheduler.Store) {
