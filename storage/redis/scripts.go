@@ -39,6 +39,12 @@ end
 local STATES = {'pending', 'scheduled', 'running', 'retrying', 'succeeded', 'dead', 'canceled'}
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local TERMINAL = {succeeded = true, dead = true, canceled = true}
+-- waitsAt reports whether task id waits (pending, scheduled, retrying) at
+-- attempt a (a decimal string), reading its record without decoding it.
+local function waitsAt(id, a)
+  local s = redis.call('GET', tkey(id))
+  return s and WAITING[string.match(s, '"s":"(%a+)"')] and string.match(s, '"a":(%d+)') == a
+end
 -- nowMS is the server's clock in milliseconds.
 local function nowMS()
   local t = redis.call('TIME')
@@ -570,14 +576,8 @@ return out
 const publishedBody = `
 local n = 0
 for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  local s = redis.call('GET', tkey(id))
-  if s then
-    local st = string.match(s, '"s":"(%a+)"')
-    local a = string.match(s, '"a":(%d+)')
-    if WAITING[st] and a == ARGV[i + 1] then
-      n = n + redis.call('ZREM', P .. ':o', id)
-    end
+  if waitsAt(ARGV[i], ARGV[i + 1]) then
+    n = n + redis.call('ZREM', P .. ':o', ARGV[i])
   end
 end
 return n
@@ -589,14 +589,8 @@ return n
 const republishedBody = `
 local n = 0
 for i = 3, #ARGV, 2 do
-  local id = ARGV[i]
-  local s = redis.call('GET', tkey(id))
-  if s then
-    local st = string.match(s, '"s":"(%a+)"')
-    local a = string.match(s, '"a":(%d+)')
-    if WAITING[st] and a == ARGV[i + 1] then
-      n = n + redis.call('ZADD', P .. ':o', 'XX', 'CH', ARGV[2], id)
-    end
+  if waitsAt(ARGV[i], ARGV[i + 1]) then
+    n = n + redis.call('ZADD', P .. ':o', 'XX', 'CH', ARGV[2], ARGV[i])
   end
 end
 return n
