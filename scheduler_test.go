@@ -302,10 +302,8 @@ func TestCancelRunning(t *testing.T) {
 	}
 	got := waitState(t, e.sched, id, scheduler.StateCanceled)
 	require.Empty(t, got.Result)
-	require.Eventually(t, func() bool {
-		k := rec.kinds(id)
-		return len(k) > 0 && k[len(k)-1] == "aborted"
-	}, wait, time.Millisecond, "the interrupted attempt ends with an aborted event: %v", rec.kinds(id))
+	require.Eventually(t, func() bool { return slices.Contains(rec.kinds(id), "aborted") },
+		wait, time.Millisecond, "the interrupted attempt ends with an aborted event: %v", rec.kinds(id))
 	require.Eventually(t, func() bool { n, _ := e.broker.Depth(context.Background(), "default"); return n == 0 }, wait, time.Millisecond)
 }
 
@@ -1255,4 +1253,96 @@ func TestTransientHandBackIsInTheOutbox(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, out, 1)
 	require.Equal(t, id, out[0].ID)
+}
+
+// A cancel notice stops the canceled run even when the task was retried
+// and started on another worker before the notice arrived.
+func TestCancelNoticeStopsRunRetriedElsewhere(t *testing.T) {
+	t.Parallel()
+	b, shared := membroker.New(), memstore.New()
+	t.Cleanup(func() { _ = b.Close() })
+	s := &heldNotices{Store: shared}
+	nodeA, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nodeA.Close() })
+	nodeB, err := scheduler.New(b, shared)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nodeB.Close() })
+
+	firstStopped := make(chan error, 1)
+	secondStarted := make(chan struct{})
+	var runs atomic.Int32
+	h := func(ctx context.Context, _ *scheduler.Task) error {
+		if runs.Add(1) == 1 {
+			<-ctx.Done()
+			firstStopped <- context.Cause(ctx)
+			return ctx.Err()
+		}
+		close(secondStarted)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	startWorker(t, nodeA, map[string]scheduler.HandlerFunc{"long": h}, scheduler.WithWorkerID("a"),
+		scheduler.WithConcurrency(1), scheduler.WithHeartbeatInterval(10*time.Millisecond))
+	id := submit(t, nodeB, "long", "")
+	require.Eventually(t, func() bool { return runs.Load() == 1 }, wait, time.Millisecond)
+	require.NoError(t, nodeB.Cancel(context.Background(), id)) // no worker on B: A learns it by heartbeat
+	require.NoError(t, nodeB.Retry(context.Background(), id))
+	startWorker(t, nodeB, map[string]scheduler.HandlerFunc{"long": h}, scheduler.WithWorkerID("b"), scheduler.WithConcurrency(1),
+		scheduler.WithShutdownTimeout(10*time.Millisecond))
+	<-secondStarted
+
+	s.mu.Lock()
+	s.release = true
+	s.mu.Unlock()
+	select {
+	case cause := <-firstStopped:
+		require.ErrorContains(t, cause, "task canceled")
+	case <-time.After(wait):
+		t.Fatal("the canceled run on worker a goes on")
+	}
+}
+
+// flakyGet is a store whose next fail Gets fail.
+type flakyGet struct {
+	scheduler.Store
+	fail atomic.Int32
+}
+
+func (s *flakyGet) Get(ctx context.Context, id string) (*scheduler.Task, error) {
+	if s.fail.Add(-1) >= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	return s.Store.Get(ctx, id)
+}
+
+// A cancel notice is acted on even when the store cannot be read right
+// after the heartbeat that delivered it: it comes only once.
+func TestCancelNoticeSurvivesAFailedRead(t *testing.T) {
+	t.Parallel()
+	b, shared := membroker.New(), memstore.New()
+	t.Cleanup(func() { _ = b.Close() })
+	s := &flakyGet{Store: shared}
+	nodeA, err := scheduler.New(b, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nodeA.Close() })
+	nodeB, err := scheduler.New(b, shared)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nodeB.Close() })
+	started, stopped := make(chan struct{}), make(chan struct{})
+	startWorker(t, nodeA, map[string]scheduler.HandlerFunc{"long": func(ctx context.Context, _ *scheduler.Task) error {
+		close(started)
+		<-ctx.Done()
+		close(stopped)
+		return ctx.Err()
+	}}, scheduler.WithHeartbeatInterval(10*time.Millisecond))
+	id := submit(t, nodeB, "long", "")
+	<-started
+	s.fail.Store(1)
+	require.NoError(t, nodeB.Cancel(context.Background(), id))
+	select {
+	case <-stopped:
+	case <-time.After(wait):
+		t.Fatal("the canceled handler was never stopped")
+	}
 }

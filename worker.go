@@ -392,21 +392,24 @@ func (w *Worker) cancelTask(id string, attempt int) {
 	}
 }
 
-// cancelNotice cancels the run of a task the store reported canceled to
-// this worker's heartbeat, if that run is the one canceled: a notice can
-// outlive its run, when the task was retried and started here again
-// before the heartbeat, and the later run must go on.
+// cancelNotice cancels the run here of a task the store reported canceled
+// to this worker's heartbeat, unless that run is the task's current one:
+// a notice can outlive its run, when the task was retried and started
+// here again before the heartbeat, and that later run must go on. When
+// the store cannot tell, the run is canceled: the notice is gone once
+// delivered.
 func (w *Worker) cancelNotice(ctx context.Context, id string) {
+	w.mu.Lock()
+	r, ok := w.inflight[id]
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
 	t, err := w.s.store.Get(ctx, id)
-	if err != nil {
-		if ctx.Err() == nil {
-			w.log.Warn("canceled task: could not read its state", zap.String("task_id", id), zap.Error(err))
-		}
-		return // the run's Finish is refused all the same
+	if err == nil && t.State == StateRunning && t.WorkerID == w.cfg.id && t.Attempt == r.attempt {
+		return
 	}
-	if t.State == StateCanceled {
-		w.cancelTask(id, t.Attempt)
-	}
+	w.cancelTask(id, r.attempt)
 }
 
 // startedHere settles a Start that was refused after an earlier try failed
