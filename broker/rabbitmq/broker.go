@@ -427,10 +427,16 @@ func (b *Broker) newSession(conn, cconn *amqp.Connection, url string) *session {
 	return s
 }
 
+// closeWait bounds closing a connection: one the node blocks (a resource
+// alarm) never reads the close, and losing the consuming connection must
+// not hold up the reconnection until the alarm clears.
+const closeWait = 5 * time.Second
+
 // close closes both connections.
 func (s *session) close() {
-	_ = s.conn.Close()
-	_ = s.cconn.Close()
+	deadline := time.Now().Add(closeWait)
+	_ = s.conn.CloseDeadline(deadline)
+	_ = s.cconn.CloseDeadline(deadline)
 }
 
 func (s *session) alive() bool {
