@@ -405,6 +405,7 @@ func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*scheduler
 	t.MaxRetries += t.Attempt
 	t.FinishedAt = time.Time{}
 	t.RunAt = now
+	r.driving, r.drivingID = -1, "" // no message drives the task until its next start
 	sh.enqueue(r)
 	return unlockCopy(sh, r), nil
 }

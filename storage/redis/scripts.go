@@ -355,6 +355,9 @@ move(r, 'pending')
 r.v.m = r.v.m + r.attempt
 set(r, 'f', nil)
 set(r, 'r', ARGV[5])
+-- No message drives the task until its next start: none may take it over.
+r.v.ma = -1
+r.v.mi = nil
 redis.call('HINCRBY', P .. ':r', r.id, 1)
 redis.call('ZADD', P .. ':o', ARGV[6], r.id)
 return {'ok', save(r)}

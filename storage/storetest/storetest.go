@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T) scheduler.Store) {
 		{"RepeatedTakeover", testRepeatedTakeover},
 		{"OldMessageCannotTakeOver", testOldMessageCannotTakeOver},
 		{"DuplicateCannotTakeOver", testDuplicateCannotTakeOver},
+		{"NoTakeoverAfterRetry", testNoTakeoverAfterRetry},
 		{"List", testList},
 		{"ListPagination", testListPagination},
 		{"Counts", testCounts},
@@ -709,6 +710,28 @@ func testOldMessageCannotTakeOver(t *testing.T, s scheduler.Store) {
 	got, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: 1, Redelivered: true, WorkerID: "w3", Now: base})
 	require.NoError(t, err, "the retry message, redelivered, does")
 	require.Equal(t, second.Attempt+1, got.Attempt)
+}
+
+// A message of a task's earlier life, redelivered after the task was
+// retried, does not take the retried task over: the Retry's own message
+// starts it.
+func testNoTakeoverAfterRetry(t *testing.T, s scheduler.Store) {
+	ctx := ctxFor(t)
+	task := newTask(t)
+	create(t, s, task)
+	_, err := s.Start(ctx, task.ID, scheduler.StartParams{MessageID: "m1", WorkerID: "w1", Now: base})
+	require.NoError(t, err)
+	_, err = s.Finish(ctx, task.ID, scheduler.FinishParams{Attempt: 1, State: scheduler.StateDead, Error: "boom", Now: base})
+	require.NoError(t, err)
+	retried, err := s.Retry(ctx, task.ID, base.Add(time.Minute))
+	require.NoError(t, err)
+	for _, id := range []string{"m1", "m2", ""} {
+		_, err = s.Start(ctx, task.ID, scheduler.StartParams{Redelivered: true, MessageID: id, WorkerID: "w2", Now: base})
+		require.ErrorIs(t, err, scheduler.ErrStaleAttempt, "an attempt-0 copy %q", id)
+	}
+	got, err := s.Start(ctx, task.ID, scheduler.StartParams{Attempt: retried.Attempt, MessageID: "m3", WorkerID: "w3", Now: base})
+	require.NoError(t, err)
+	require.Equal(t, "w3", got.WorkerID)
 }
 
 func testDuplicateCannotTakeOver(t *testing.T, s scheduler.Store) {
