@@ -339,6 +339,6 @@ func (h *harness) followClock(t *testing.T) {
 
 // allScripts lists every script, for preloading.
 var allScripts = []*redis.Script{
-	createLua, transitionsScript, cancelScript, retryScript, purgeScript, heartbeatScript, republishedScript,
+	createLua, transitionsScript, cancelScript, retryScript, purgeScript, heartbeatScript, publishedScript,
 	removeWorkerScript, workersScript, claimLua, listScript, countsScript, outboxScript,
 }

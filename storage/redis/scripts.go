@@ -39,12 +39,6 @@ end
 local STATES = {'pending', 'scheduled', 'running', 'retrying', 'succeeded', 'dead', 'canceled'}
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local TERMINAL = {succeeded = true, dead = true, canceled = true}
--- waitsAt reports whether task id waits (pending, scheduled, retrying) at
--- attempt a (a decimal string), reading its record without decoding it.
-local function waitsAt(id, a)
-  local s = redis.call('GET', tkey(id))
-  return s and WAITING[string.match(s, '"s":"(%a+)"')] and string.match(s, '"a":(%d+)') == a
-end
 -- nowMS is the server's clock in milliseconds.
 local function nowMS()
   local t = redis.call('TIME')
@@ -571,29 +565,22 @@ end
 return out
 `
 
-// publishedScript: ARGV[2..] = id, attempt pairs. Takes each task out of
-// the outbox while it still waits at that attempt. The state and attempt
+// publishedScript: ARGV[2] = a new score or ”, then id, attempt pairs.
+// For each task still waiting at that attempt, it takes the outbox entry
+// out (”) or moves it, if there, to the new score. The state and attempt
 // are read from the record's head without decoding it: they come before
 // the payload, and no head member can contain the pattern. Idempotent by
 // nature.
 const publishedBody = `
 local n = 0
-for i = 2, #ARGV, 2 do
-  if waitsAt(ARGV[i], ARGV[i + 1]) then
-    n = n + redis.call('ZREM', P .. ':o', ARGV[i])
-  end
-end
-return n
-`
-
-// republishedScript: ARGV[2] = the new score, then pairs of task ID and
-// attempt. Moves the outbox entries of the tasks still waiting at that
-// attempt to the new score; replies how many moved.
-const republishedBody = `
-local n = 0
 for i = 3, #ARGV, 2 do
-  if waitsAt(ARGV[i], ARGV[i + 1]) then
-    n = n + redis.call('ZADD', P .. ':o', 'XX', 'CH', ARGV[2], ARGV[i])
+  local s = redis.call('GET', tkey(ARGV[i]))
+  if s and WAITING[string.match(s, '"s":"(%a+)"')] and string.match(s, '"a":(%d+)') == ARGV[i + 1] then
+    if ARGV[2] == '' then
+      n = n + redis.call('ZREM', P .. ':o', ARGV[i])
+    else
+      n = n + redis.call('ZADD', P .. ':o', 'XX', 'CH', ARGV[2], ARGV[i])
+    end
   end
 end
 return n
@@ -627,5 +614,4 @@ var (
 	countsScript       = redis.NewScript(luaCore + countsBody)
 	outboxScript       = redis.NewScript(luaCore + outboxBody)
 	publishedScript    = redis.NewScript(luaCore + publishedBody)
-	republishedScript  = redis.NewScript(luaCore + republishedBody)
 )

@@ -426,39 +426,31 @@ func (s *Store) records(reply []any) ([]*scheduler.Task, error) {
 // Published takes the tasks of confirmed messages out of the outbox, each
 // only while it still waits at the message's attempt. See scheduler.Store.
 func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	args := make([]any, 1, 1+2*len(msgs))
-	args[0] = s.ns
-	for _, m := range msgs {
-		if err := scheduler.ValidateID(m.TaskID); err != nil {
-			return fmt.Errorf("redisstore: published: %w", err)
-		}
-		args = append(args, m.TaskID, m.Attempt)
-	}
-	if err := publishedScript.Run(ctx, s.rdb, []string{s.ns + ":o"}, args...).Err(); err != nil {
-		return fmt.Errorf("redisstore: published: %w", err)
-	}
-	return nil
+	return s.published(ctx, "published", "", msgs)
 }
 
 // Republished moves the outbox entries of msgs' tasks, still waiting at
 // the message's attempt, to be due at due. See scheduler.Store.
 func (s *Store) Republished(ctx context.Context, due time.Time, msgs ...scheduler.Message) error {
+	return s.published(ctx, "republished", micros(due), msgs)
+}
+
+// published runs publishedScript for msgs: score "" takes their tasks out
+// of the outbox, a score moves their entries there.
+func (s *Store) published(ctx context.Context, op, score string, msgs []scheduler.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
 	args := make([]any, 2, 2+2*len(msgs))
-	args[0], args[1] = s.ns, micros(due)
+	args[0], args[1] = s.ns, score
 	for _, m := range msgs {
 		if err := scheduler.ValidateID(m.TaskID); err != nil {
-			return fmt.Errorf("redisstore: republished: %w", err)
+			return fmt.Errorf("redisstore: %s: %w", op, err)
 		}
 		args = append(args, m.TaskID, m.Attempt)
 	}
-	if err := republishedScript.Run(ctx, s.rdb, []string{s.ns + ":o"}, args...).Err(); err != nil {
-		return fmt.Errorf("redisstore: republished: %w", err)
+	if err := publishedScript.Run(ctx, s.rdb, []string{s.ns + ":o"}, args...).Err(); err != nil {
+		return fmt.Errorf("redisstore: %s: %w", op, err)
 	}
 	return nil
 }
