@@ -386,12 +386,8 @@ func (c *consumer) close() bool {
 		q := c.q
 		q.mu.Lock()
 		c.closed = true
-		if !q.closed {
-			for d := range c.unsettled {
-				it := d.item
-				it.redelivered = true
-				q.ready.push(it) // keeps its sequence number: back to its place
-			}
+		for d := range c.unsettled {
+			d.putBackLocked()
 		}
 		clear(c.unsettled)
 		q.mu.Unlock()
@@ -427,12 +423,18 @@ func (d *delivery) ID() string { return d.c.q.name + "#" + strconv.FormatUint(d.
 func (d *delivery) settle() error {
 	q := d.c.q
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	err := d.settleLocked()
+	q.mu.Unlock()
+	return err
+}
+
+// settleLocked is settle with q.mu held.
+func (d *delivery) settleLocked() error {
 	if _, ok := d.c.unsettled[d]; !ok {
 		return errSettled
 	}
 	delete(d.c.unsettled, d)
-	q.cond.Broadcast() // a prefetch slot is free
+	d.c.q.cond.Broadcast() // a prefetch slot is free
 	return nil
 }
 
@@ -444,19 +446,23 @@ func (d *delivery) Ack(context.Context) error { return d.settle() }
 func (d *delivery) Requeue(context.Context) error {
 	q := d.c.q
 	q.mu.Lock()
-	if _, ok := d.c.unsettled[d]; !ok {
-		q.mu.Unlock()
-		return errSettled
+	defer q.mu.Unlock()
+	if err := d.settleLocked(); err != nil {
+		return err
 	}
-	delete(d.c.unsettled, d)
-	if !q.closed {
+	d.putBackLocked()
+	return nil
+}
+
+// putBackLocked makes d's message ready again, redelivered, unless its
+// queue is closed; q.mu is held. It keeps its sequence number: back to
+// its place.
+func (d *delivery) putBackLocked() {
+	if q := d.c.q; !q.closed {
 		it := d.item
 		it.redelivered = true
-		q.ready.push(it) // keeps its sequence number: back to its place
+		q.ready.push(it)
 	}
-	q.mu.Unlock()
-	q.cond.Broadcast()
-	return nil
 }
 
 func (d *delivery) DeadLetter(_ context.Context, reason string) error {
