@@ -15,6 +15,14 @@ import (
 )
 
 // recv waits for one delivery.
+// depth returns the ready messages of queue, requiring that Depth answers.
+func depth(t *testing.T, b *Broker, queue string) int {
+	t.Helper()
+	n, err := b.Depth(ctxT(t, 10*time.Second), queue)
+	require.NoError(t, err)
+	return n
+}
+
 func recv(t *testing.T, c scheduler.Consumer, d time.Duration) scheduler.Delivery {
 	t.Helper()
 	select {
@@ -45,17 +53,13 @@ func TestPublishConsumeAck(t *testing.T) {
 	require.ErrorIs(t, d.Ack(ctx), ErrAlreadySettled)
 	require.ErrorIs(t, d.Requeue(ctx), ErrAlreadySettled)
 	require.NoError(t, c.Close())
-	n, err := b.Depth(ctx, "q.a")
-	require.NoError(t, err)
-	require.Zero(t, n)
+	require.Zero(t, depth(t, b, "q.a"))
 }
 
 func TestDepthOfUnknownQueue(t *testing.T) {
 	t.Parallel()
 	b := newTestBroker(t, amqpURL(t))
-	n, err := b.Depth(ctxT(t, 10*time.Second), "never-used")
-	require.NoError(t, err)
-	require.Zero(t, n)
+	require.Zero(t, depth(t, b, "never-used"))
 	require.NoError(t, b.Ping(ctxT(t, 10*time.Second)))
 }
 
@@ -121,9 +125,7 @@ func TestDeadLetter(t *testing.T) {
 	m, err := decode(&dl, "q")
 	require.NoError(t, err)
 	require.Equal(t, "t1", m.TaskID)
-	n, err := b.Depth(ctx, "q")
-	require.NoError(t, err)
-	require.Zero(t, n)
+	require.Zero(t, depth(t, b, "q"))
 }
 
 // getOne takes one message from a raw queue, waiting for it.
@@ -212,9 +214,7 @@ func TestDeadLetterFailureRequeues(t *testing.T) {
 	dl := getOne(t, b, b.names.dead("q"))
 	require.Equal(t, "garbage-1", dl.Headers[headerOriginalID])
 	require.NoError(t, c.Close())
-	n, err := b.Depth(ctx, "q")
-	require.NoError(t, err)
-	require.Zero(t, n)
+	require.Zero(t, depth(t, b, "q"))
 }
 
 func TestUnroutablePublishFails(t *testing.T) {
@@ -228,9 +228,7 @@ func TestUnroutablePublishFails(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnroutable)
 	// The broker declares the queue again on the next publish.
 	require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "t3", Queue: "q"}))
-	n, err := b.Depth(ctx, "q")
-	require.NoError(t, err)
-	require.Equal(t, 1, n)
+	require.Equal(t, 1, depth(t, b, "q"))
 }
 
 func TestPublishValidates(t *testing.T) {

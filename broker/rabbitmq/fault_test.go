@@ -1,8 +1,6 @@
 package rabbitmq
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -163,9 +161,7 @@ func TestConnectionCutDuringConsumption(t *testing.T) {
 	}
 	require.True(t, cut)
 	require.GreaterOrEqual(t, b.Reconnects(), uint64(1))
-	n, err := b.Depth(ctx, "work")
-	require.NoError(t, err)
-	require.Zero(t, n)
+	require.Zero(t, depth(t, b, "work"))
 	select {
 	case d := <-c.Deliveries():
 		t.Fatalf("acked message %s delivered again", d.Message().TaskID)
@@ -175,20 +171,31 @@ func TestConnectionCutDuringConsumption(t *testing.T) {
 	t.Logf("reconnects %d, acks lost in the cut and redelivered: %d", b.Reconnects(), tr.comeback)
 }
 
+// connections lists, with rabbitmqctl, the server's connections whose
+// connection_name starts with prefix: their names by pid.
+func connections(t *testing.T, prefix string) map[string]string {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "list_connections", "-s", "pid", "client_properties").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	re := regexp.MustCompile(`\{"connection_name","([^"]*)"\}`)
+	names := map[string]string{}
+	for line := range strings.Lines(string(out)) {
+		if m := re.FindStringSubmatch(line); m != nil && strings.HasPrefix(m[1], prefix) {
+			names[strings.Fields(line)[0]] = m[1]
+		}
+	}
+	return names
+}
+
 // closeConnections closes, with rabbitmqctl, the server's connections whose
 // connection_name is name, and returns how many it closed.
 func closeConnections(t *testing.T, name string) int {
 	t.Helper()
-	out, err := exec.Command("rabbitmqctl", "list_connections", "-s", "pid", "client_properties").CombinedOutput()
-	require.NoError(t, err, "%s", out)
 	n := 0
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.Contains(line, `{"connection_name","`+name+`"}`) {
+	for pid, got := range connections(t, name) {
+		if got != name {
 			continue
 		}
-		pid := strings.Fields(line)[0]
 		out, err := exec.Command("rabbitmqctl", "close_connection", pid, "test: closing the test's own connection").CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		n++
@@ -369,9 +376,7 @@ func TestSeveralURLs(t *testing.T) {
 		require.NoError(t, b.Publish(ctx, scheduler.Message{TaskID: "two", Queue: "work"}))
 	}
 	require.GreaterOrEqual(t, b.Reconnects(), uint64(2))
-	n, err := b.Depth(ctx, "work")
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, n, 3)
+	require.GreaterOrEqual(t, depth(t, b, "work"), 3)
 }
 
 // TestConsumingHasItsOwnConnection checks, from the server's side, that
@@ -387,25 +392,12 @@ func TestConsumingHasItsOwnConnection(t *testing.T) {
 	c, err := b.Consume(ctx, "q", 1)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	select {
-	case d := <-c.Deliveries():
-		require.NoError(t, d.Ack(ctx))
-	case <-ctx.Done():
-		t.Fatal("no delivery")
-	}
+	require.NoError(t, recv(t, c, 10*time.Second).Ack(ctx))
 
-	names := map[string]string{} // connection pid -> connection_name, for this broker's
-	out, err := exec.Command("rabbitmqctl", "list_connections", "-s", "pid", "client_properties").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	re := regexp.MustCompile(`\{"connection_name","([^"]*)"\}`)
-	for line := range strings.Lines(string(out)) {
-		if m := re.FindStringSubmatch(line); m != nil && strings.HasPrefix(m[1], b.opts.connName) {
-			names[strings.Fields(line)[0]] = m[1]
-		}
-	}
+	names := connections(t, b.opts.connName)
 	require.Len(t, names, 2, "a publishing and a consuming connection")
 
-	out, err = exec.Command("rabbitmqctl", "list_channels", "-s", "connection", "consumer_count", "confirm").CombinedOutput()
+	out, err := exec.Command("rabbitmqctl", "list_channels", "-s", "connection", "consumer_count", "confirm").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	var consuming, confirming int
 	for line := range strings.Lines(string(out)) {

@@ -81,9 +81,7 @@ func TestDelays(t *testing.T) {
 		require.NoError(t, d.Ack(ctx))
 	}
 	require.Equal(t, map[string]bool{"sub": true, "one": true, "three": true}, got)
-	n, err := b.Depth(ctx, "work")
-	require.NoError(t, err)
-	require.Zero(t, n, "delayed messages are not ready")
+	require.Zero(t, depth(t, b, "work"), "delayed messages are not ready")
 	require.NoError(t, c.Close())
 }
 
