@@ -31,15 +31,26 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...scheduler.Option) *env {
 	t.Helper()
-	b, s := membroker.New(), memstore.New()
+	b, s := newMemBroker(t), memstore.New()
 	opts = append([]scheduler.Option{scheduler.WithRetryPolicy(fastRetry)}, opts...)
+	return &env{sched: newScheduler(t, b, s, opts...), broker: b, store: s}
+}
+
+// newMemBroker returns a memory broker closed when the test ends.
+func newMemBroker(t *testing.T) *membroker.Broker {
+	b := membroker.New()
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// newScheduler returns a Scheduler on b and s, closed when the test ends
+// (before b, if b came from newMemBroker first).
+func newScheduler(t *testing.T, b scheduler.Broker, s scheduler.Store, opts ...scheduler.Option) *scheduler.Scheduler {
+	t.Helper()
 	sched, err := scheduler.New(b, s, opts...)
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		require.NoError(t, sched.Close())
-		_ = b.Close()
-	})
-	return &env{sched: sched, broker: b, store: s}
+	t.Cleanup(func() { require.NoError(t, sched.Close()) })
+	return sched
 }
 
 // running is a worker started by startWorker.

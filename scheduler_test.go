@@ -216,11 +216,8 @@ func (s *unreadable) Start(ctx context.Context, id string, p scheduler.StartPara
 // not retried while it holds a worker slot.
 func TestUnreadableTaskIsDeadLettered(t *testing.T) {
 	t.Parallel()
-	b, s := membroker.New(), &unreadable{Store: memstore.New()}
-	t.Cleanup(func() { _ = b.Close() })
-	sched, err := scheduler.New(b, s)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sched.Close() })
+	b, s := newMemBroker(t), &unreadable{Store: memstore.New()}
+	sched := newScheduler(t, b, s)
 	bad := submit(t, sched, "job", "")
 	s.bad.Store(bad, true)
 	startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": ok}, scheduler.WithConcurrency(1))
@@ -309,14 +306,9 @@ func TestCancelRunning(t *testing.T) {
 
 func TestCancelRunningOnAnotherNode(t *testing.T) {
 	t.Parallel()
-	b, s := membroker.New(), memstore.New()
-	t.Cleanup(func() { _ = b.Close() })
-	nodeA, err := scheduler.New(b, s)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = nodeA.Close() })
-	nodeB, err := scheduler.New(b, s)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = nodeB.Close() })
+	b, s := newMemBroker(t), memstore.New()
+	nodeA := newScheduler(t, b, s)
+	nodeB := newScheduler(t, b, s)
 
 	started := make(chan struct{})
 	stopped := make(chan struct{})
@@ -371,12 +363,9 @@ func (s *heldNotices) Heartbeat(ctx context.Context, info scheduler.WorkerInfo, 
 // and started there again stops nothing: it was for the earlier run.
 func TestStaleCancelNoticeSparesLaterRun(t *testing.T) {
 	t.Parallel()
-	b := membroker.New()
-	t.Cleanup(func() { _ = b.Close() })
+	b := newMemBroker(t)
 	s := &heldNotices{Store: memstore.New()}
-	sched, err := scheduler.New(b, s)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sched.Close() })
+	sched := newScheduler(t, b, s)
 
 	started := make(chan int, 2)
 	finishSecond := make(chan struct{})
@@ -588,12 +577,9 @@ func (s *lostStartReply) Start(ctx context.Context, id string, p scheduler.Start
 // first try applied, still runs the task: its message is the only one.
 func TestLostStartReplyStillRunsTask(t *testing.T) {
 	t.Parallel()
-	b := membroker.New()
-	t.Cleanup(func() { _ = b.Close() })
+	b := newMemBroker(t)
 	s := &lostStartReply{Store: memstore.New()}
-	sched, err := scheduler.New(b, s)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sched.Close() })
+	sched := newScheduler(t, b, s)
 	var runs atomic.Int32
 	startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": func(context.Context, *scheduler.Task) error {
 		runs.Add(1)
@@ -636,11 +622,8 @@ func (s *startLog) of(worker string) []error {
 // the first copy: the task does not run twice at once.
 func TestRedeliveredDuplicateDoesNotTakeOver(t *testing.T) {
 	t.Parallel()
-	b, s := membroker.New(), &startLog{Store: memstore.New()}
-	t.Cleanup(func() { _ = b.Close() })
-	sched, err := scheduler.New(b, s)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sched.Close() })
+	b, s := newMemBroker(t), &startLog{Store: memstore.New()}
+	sched := newScheduler(t, b, s)
 	ctx := context.Background()
 	release := make(chan struct{})
 	started := make(chan string, 4)
@@ -1217,12 +1200,9 @@ func (b *losingBroker) publishes(id string) int {
 // once more.
 func TestTransientLostTwiceStillRuns(t *testing.T) {
 	t.Parallel()
-	mb, s := membroker.New(), memstore.New()
-	t.Cleanup(func() { _ = mb.Close() })
+	mb, s := newMemBroker(t), memstore.New()
 	b := &losingBroker{Broker: mb, lose: 2, seen: map[string]int{}}
-	sched, err := scheduler.New(b, s, scheduler.WithSweepInterval(20*time.Millisecond))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sched.Close() })
+	sched := newScheduler(t, b, s, scheduler.WithSweepInterval(20*time.Millisecond))
 	startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": ok})
 	id := submit(t, sched, "job", "")
 	waitState(t, sched, id, scheduler.StateSucceeded)
@@ -1234,11 +1214,8 @@ func TestTransientLostTwiceStillRuns(t *testing.T) {
 // message.
 func TestTransientHandBackIsInTheOutbox(t *testing.T) {
 	t.Parallel()
-	mb, s := membroker.New(), memstore.New()
-	t.Cleanup(func() { _ = mb.Close() })
-	sched, err := scheduler.New(transientBroker{mb}, s)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sched.Close() })
+	mb, s := newMemBroker(t), memstore.New()
+	sched := newScheduler(t, transientBroker{mb}, s)
 	started := make(chan struct{})
 	w := startWorker(t, sched, map[string]scheduler.HandlerFunc{"job": func(ctx context.Context, _ *scheduler.Task) error {
 		close(started)
@@ -1259,15 +1236,10 @@ func TestTransientHandBackIsInTheOutbox(t *testing.T) {
 // and started on another worker before the notice arrived.
 func TestCancelNoticeStopsRunRetriedElsewhere(t *testing.T) {
 	t.Parallel()
-	b, shared := membroker.New(), memstore.New()
-	t.Cleanup(func() { _ = b.Close() })
+	b, shared := newMemBroker(t), memstore.New()
 	s := &heldNotices{Store: shared}
-	nodeA, err := scheduler.New(b, s)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = nodeA.Close() })
-	nodeB, err := scheduler.New(b, shared)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = nodeB.Close() })
+	nodeA := newScheduler(t, b, s)
+	nodeB := newScheduler(t, b, shared)
 
 	firstStopped := make(chan error, 1)
 	secondStarted := make(chan struct{})
@@ -1320,15 +1292,10 @@ func (s *flakyGet) Get(ctx context.Context, id string) (*scheduler.Task, error) 
 // after the heartbeat that delivered it: it comes only once.
 func TestCancelNoticeSurvivesAFailedRead(t *testing.T) {
 	t.Parallel()
-	b, shared := membroker.New(), memstore.New()
-	t.Cleanup(func() { _ = b.Close() })
+	b, shared := newMemBroker(t), memstore.New()
 	s := &flakyGet{Store: shared}
-	nodeA, err := scheduler.New(b, s)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = nodeA.Close() })
-	nodeB, err := scheduler.New(b, shared)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = nodeB.Close() })
+	nodeA := newScheduler(t, b, s)
+	nodeB := newScheduler(t, b, shared)
 	started, stopped := make(chan struct{}), make(chan struct{})
 	startWorker(t, nodeA, map[string]scheduler.HandlerFunc{"long": func(ctx context.Context, _ *scheduler.Task) error {
 		close(started)
