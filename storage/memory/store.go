@@ -438,6 +438,21 @@ func (s *Store) Outbox(ctx context.Context, before time.Time, limit int) ([]*sch
 
 // Published implements scheduler.Store.
 func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error {
+	return s.eachWaiting(ctx, msgs, func(sh *shard, r *record) { sh.dequeue(r) })
+}
+
+// Republished implements scheduler.Store.
+func (s *Store) Republished(ctx context.Context, due time.Time, msgs ...scheduler.Message) error {
+	return s.eachWaiting(ctx, msgs, func(_ *shard, r *record) {
+		if r.queued {
+			r.due = due
+		}
+	})
+}
+
+// eachWaiting calls f, under its shard's lock, for the record of each
+// message's task that still waits at the message's attempt.
+func (s *Store) eachWaiting(ctx context.Context, msgs []scheduler.Message, f func(*shard, *record)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -445,23 +460,7 @@ func (s *Store) Published(ctx context.Context, msgs ...scheduler.Message) error 
 		sh := s.shard(m.TaskID)
 		sh.mu.Lock()
 		if r, ok := sh.tasks[m.TaskID]; ok && r.task.State.Waiting() && r.task.Attempt == m.Attempt {
-			sh.dequeue(r)
-		}
-		sh.mu.Unlock()
-	}
-	return nil
-}
-
-// Republished implements scheduler.Store.
-func (s *Store) Republished(ctx context.Context, due time.Time, msgs ...scheduler.Message) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	for _, m := range msgs {
-		sh := s.shard(m.TaskID)
-		sh.mu.Lock()
-		if r, ok := sh.tasks[m.TaskID]; ok && r.queued && r.task.State.Waiting() && r.task.Attempt == m.Attempt {
-			r.due = due
+			f(sh, r)
 		}
 		sh.mu.Unlock()
 	}
