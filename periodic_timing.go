@@ -146,7 +146,7 @@ func (c *cronSchedule) next(t time.Time) time.Time {
 			return n
 		}
 		n = n.In(c.loc)
-		if _, end := t.In(c.loc).ZoneBounds(); c.loc == time.UTC || end.IsZero() || n.Before(end) {
+		if _, end := t.In(c.loc).ZoneBounds(); end.IsZero() || n.Before(end) {
 			return n // one zone offset from t to n: a plain reading is right
 		}
 		return c.instantNext(t)
